@@ -1,0 +1,106 @@
+"""``doctor-monitor``: watch hosts with raw ICMP and report them to the Inspector."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from typing import Any
+
+from doctor import config as cfg
+from doctor import logs
+from monitor.config import MonitorConfig
+from monitor.icmp import RawSocketPermissionError
+
+EXAMPLES = """\
+examples:
+  doctor-monitor --target compute-1=198.18.0.10 --target compute-2=198.18.0.11 \\
+      --inspector-url http://127.0.0.1:12345
+  doctor-monitor --config-file /etc/doctor/doctor.conf
+
+config file (INI; every option below also goes in [monitor]):
+  [monitor]
+  inspector_url = http://inspector:12345
+  reference_hosts = 192.0.2.1
+  [targets]
+  compute-1 = 10.0.0.11
+  compute-2 = 10.0.0.12
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="doctor-monitor",
+        description="Ping compute hosts with one raw ICMP socket and send Doctor events "
+                    "(compute.host.down / compute.host.up) to the Inspector. Needs CAP_NET_RAW.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", metavar="PATH", help="INI file with [monitor] and "
+                        "[targets] sections; flags override it")
+    parser.add_argument("--target", action="append", default=[], metavar="HOSTNAME=ADDRESS",
+                        help="a host to watch (repeatable), e.g. compute-1=198.18.0.10")
+    parser.add_argument("--log-level", default="INFO", choices=logs.LEVELS, type=str.upper)
+    parser.add_argument("--duration-s", type=float, default=None,
+                        help="stop by itself after this many seconds (default: run until "
+                             "SIGTERM or Ctrl-C)")
+    cfg.add_flags(parser, MonitorConfig)
+    return parser
+
+
+def load_config(args: argparse.Namespace) -> MonitorConfig:
+    """Defaults, then the config file's [monitor] and [targets], then flags."""
+    values: dict[str, Any] = {}
+    source = ""
+    targets: list[str] = []
+    if args.config_file:
+        ini = cfg.read_ini(args.config_file)
+        source = args.config_file
+        if ini.has_section("monitor"):
+            values.update(ini["monitor"])
+        if ini.has_section("targets"):
+            targets += [f"{name}={address}" for name, address in ini["targets"].items()]
+    flags = cfg.flag_values(args, MonitorConfig)
+    if flags:
+        source = f"{source} and flags" if source else "flags"
+    values.update(flags)
+    if "targets" in values:
+        targets = cfg.split_list(values.pop("targets")) + targets
+    targets += args.target
+    if targets:
+        values["targets"] = targets
+    config = cfg.build(MonitorConfig, "monitor", values, source)
+    if not config.targets:
+        raise cfg.ConfigError("[monitor] targets: no host to watch; give --target "
+                              "HOSTNAME=ADDRESS or a [targets] section")
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logs.setup(args.log_level)
+    try:
+        config = load_config(args)
+    except cfg.ConfigError as exc:
+        parser.exit(2, f"doctor-monitor: error: {exc}\n")
+    from monitor.ping import PingMonitor
+
+    try:
+        monitor = PingMonitor(config)
+    except RawSocketPermissionError as exc:
+        parser.exit(1, f"doctor-monitor: error: {exc}\n")
+    stopping = threading.Event()
+
+    def handle_signal(signum: int, _frame: object) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, handle_signal)
+    signal.signal(signal.SIGINT, handle_signal)
+    monitor.start()
+    stopping.wait(args.duration_s)
+    monitor.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

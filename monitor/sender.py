@@ -1,0 +1,131 @@
+"""Delivery of Doctor events to the Inspector, off the probe loop's thread.
+
+Events go out in order, batched when several are waiting (a mass failure is
+one request, not hundreds). A 2xx accepts them, a 4xx refuses them for good
+(logged with the Inspector's reason); anything else, a timeout or a refused
+connection is retried with exponential backoff until accepted, with the same
+``monitor_event_id`` so the Inspector acts once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TextIO
+
+import requests
+
+from doctor.events import HostEvent
+from doctor.http import TimeoutSession
+
+LOG = logging.getLogger(__name__)
+MAX_BATCH = 100
+
+
+@dataclass
+class Delivery:
+    """The fate of one event: for logs, tests and the benchmark."""
+
+    event: HostEvent
+    status: int | None  # HTTP status of the final answer; None when printed or abandoned
+    attempts: int
+
+
+class EventSender:
+    """A worker thread that delivers queued HostEvents to ``<url>/events``.
+
+    With no URL, events are written to ``stream`` as JSON lines instead.
+    """
+
+    def __init__(self, url: str, token: str = "", timeout_s: float = 2.0,
+                 retry_initial_s: float = 0.05, retry_max_s: float = 1.0,
+                 stream: TextIO | None = None,
+                 on_delivered: Callable[[Delivery], None] | None = None) -> None:
+        self.url = url.rstrip("/") + "/events" if url else ""
+        self.retry_initial_s = retry_initial_s
+        self.retry_max_s = retry_max_s
+        self.stream = stream if stream is not None else sys.stdout
+        self.on_delivered = on_delivered
+        self.session = TimeoutSession(timeout_s, token)
+        self._queue: queue.Queue[HostEvent] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="event-sender", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, event: HostEvent) -> None:
+        self._queue.put(event)
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        """Stop after delivering what is queued, waiting at most ``timeout_s``."""
+        self._queue.put(None)  # type: ignore[arg-type]  # wakes the worker
+        self._thread.join(timeout_s)
+        self._stop.set()
+        self._thread.join(1.0)
+        self.session.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            event = self._queue.get()
+            if event is None:
+                return
+            batch = [event]
+            while len(batch) < MAX_BATCH:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)  # type: ignore[arg-type]
+                    break
+                batch.append(more)
+            self._deliver(batch)
+
+    def _deliver(self, batch: list[HostEvent]) -> None:
+        body = [event.to_doctor() for event in batch]
+        if not self.url:
+            for item in body:
+                self.stream.write(json.dumps(item) + "\n")
+            self.stream.flush()
+            self._done(batch, None, 1)
+            return
+        ids = ", ".join(e.monitor_event_id for e in batch)
+        delay = self.retry_initial_s
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                response = self.session.put(self.url, json=body)
+            except requests.RequestException as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+            else:
+                if response.status_code < 300:
+                    LOG.info("inspector accepted %s (HTTP %d, attempt %d)", ids,
+                             response.status_code, attempts)
+                    self._done(batch, response.status_code, attempts)
+                    return
+                if 400 <= response.status_code < 500:
+                    LOG.error("inspector refused %s with HTTP %d: %s; not retrying", ids,
+                              response.status_code, response.text[:500])
+                    self._done(batch, response.status_code, attempts)
+                    return
+                problem = f"HTTP {response.status_code}"
+            if attempts == 1 or attempts % 10 == 0:
+                LOG.warning("delivering %s to %s failed (%s); retrying every <= %.1f s",
+                            ids, self.url, problem, self.retry_max_s)
+            if self._stop.wait(delay):
+                LOG.error("stopped before the inspector accepted %s", ids)
+                self._done(batch, None, attempts)
+                return
+            delay = min(delay * 2, self.retry_max_s)
+
+    def _done(self, batch: list[HostEvent], status: int | None, attempts: int) -> None:
+        if self.on_delivered is not None:
+            for event in batch:
+                self.on_delivered(Delivery(event, status, attempts))

@@ -1,0 +1,25 @@
+"""Doctor: fault management for NFV clouds (OPNFV Doctor's pipeline)."""
+
+from setuptools import setup
+
+setup(
+    name="doctor-fm",
+    version="0.1.0",
+    description="Fault management for NFV clouds: monitor, inspector, notifier, consumer",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=["doctor", "doctor.bench", "monitor"],
+    install_requires=[
+        "requests>=2.28",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "scapy>=2.5", "ruff>=0.5"],
+    },
+    entry_points={
+        "console_scripts": [
+            "doctor=doctor.cli:main",
+            "doctor-monitor=monitor.cli:main",
+        ],
+    },
+)

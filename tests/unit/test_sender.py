@@ -1,0 +1,97 @@
+import io
+import json
+import time
+
+from doctor.events import HOST_DOWN, HOST_UP, HostEvent
+from monitor.sender import EventSender
+from tests.eventsink import EventSink
+
+
+def make_sender(url, deliveries, **kwargs):
+    sender = EventSender(url, timeout_s=1.0, retry_initial_s=0.01, retry_max_s=0.05,
+                         on_delivered=deliveries.append, **kwargs)
+    sender.start()
+    return sender
+
+
+def wait(predicate, timeout_s=5.0):
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_server_errors_are_retried_with_the_same_event_id():
+    sink = EventSink(status=503).start()
+    deliveries = []
+    sender = make_sender(sink.url, deliveries)
+    try:
+        event = HostEvent.new(HOST_DOWN, "compute-1", "m")
+        sender.submit(event)
+        wait(lambda: len(sink.requests) >= 3)
+        sink.status = 202
+        wait(lambda: deliveries)
+        assert deliveries[0].status == 202 and deliveries[0].attempts >= 4
+        ids = {e["details"]["monitor_event_id"] for e in sink.events()}
+        assert ids == {event.monitor_event_id}
+    finally:
+        sender.stop()
+        sink.stop()
+
+
+def test_client_errors_are_final():
+    sink = EventSink(status=400).start()
+    deliveries = []
+    sender = make_sender(sink.url, deliveries)
+    try:
+        sender.submit(HostEvent.new(HOST_DOWN, "compute-1", "m"))
+        wait(lambda: deliveries)
+        time.sleep(0.2)
+        assert len(sink.requests) == 1 and deliveries[0].status == 400
+    finally:
+        sender.stop()
+        sink.stop()
+
+
+def test_queued_events_go_in_order_and_in_batches():
+    sink = EventSink(status=503).start()
+    deliveries = []
+    sender = make_sender(sink.url, deliveries)
+    try:
+        events = [HostEvent.new(HOST_DOWN, f"c{i}", "m") for i in range(5)]
+        for event in events:
+            sender.submit(event)
+        events.append(HostEvent.new(HOST_UP, "c0", "m"))
+        sender.submit(events[-1])
+        wait(lambda: len(sink.requests) >= 2)
+        sink.status = 202
+        wait(lambda: len(deliveries) == 6)
+        accepted = [e["details"]["monitor_event_id"] for e in sink.events()]
+        order = list(dict.fromkeys(accepted))
+        assert order == [e.monitor_event_id for e in events]
+        assert len(sink.requests[-1][1]) > 1  # several events in one request
+    finally:
+        sender.stop()
+        sink.stop()
+
+
+def test_without_url_events_are_json_lines():
+    stream = io.StringIO()
+    deliveries = []
+    sender = make_sender("", deliveries, stream=stream)
+    event = HostEvent.new(HOST_DOWN, "compute-1", "m")
+    sender.submit(event)
+    wait(lambda: deliveries)
+    sender.stop()
+    assert json.loads(stream.getvalue()) == event.to_doctor()
+
+
+def test_stop_gives_up_on_an_unreachable_inspector_in_bounded_time():
+    deliveries = []
+    sender = make_sender("http://127.0.0.1:9", deliveries)  # discard port: refused
+    sender.submit(HostEvent.new(HOST_DOWN, "compute-1", "m"))
+    time.sleep(0.1)
+    started = time.monotonic()
+    sender.stop(timeout_s=0.2)
+    assert time.monotonic() - started < 3
+    assert deliveries and deliveries[0].status is None
