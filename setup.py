@@ -1,6 +1,6 @@
 """Doctor: fault management for NFV clouds (OPNFV Doctor's pipeline)."""
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="doctor-fm",
@@ -9,7 +9,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=["doctor", "doctor.bench", "monitor"],
+    packages=find_packages(include=["doctor", "doctor.*", "monitor", "monitor.*"]),
     install_requires=[
         "requests>=2.28",
     ],

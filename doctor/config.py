@@ -34,9 +34,12 @@ def option(
     default_factory: Callable[[], Any] | None = None,
     parse: Callable[[str], Any] | None = None,
     flag: bool = True,
+    default_doc: str = "",
 ) -> Any:
-    """A documented config field. ``parse`` turns one text value into the field's value."""
-    meta = {"help": help, "min": min, "max": max, "parse": parse, "flag": flag}
+    """A documented config field. ``parse`` turns one text value into the field's value;
+    ``default_doc`` describes a default computed at run time (e.g. "the host name")."""
+    meta = {"help": help, "min": min, "max": max, "parse": parse, "flag": flag,
+            "default_doc": default_doc}
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     if isinstance(default, list):
@@ -162,6 +165,8 @@ def flag_values(args: argparse.Namespace, cls: type) -> dict[str, str]:
 
 
 def describe_default(field: dataclasses.Field) -> str:
+    if field.metadata.get("default_doc"):
+        return field.metadata["default_doc"]
     if field.default is not dataclasses.MISSING:
         value = field.default
     elif field.default_factory is not dataclasses.MISSING:

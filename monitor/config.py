@@ -50,8 +50,8 @@ def parse_target(text: str) -> Target:
 class MonitorConfig:
     """Options of the ``[monitor]`` section (flags: ``--interval-ms`` etc.)."""
 
-    name: str = option(default_factory=socket.gethostname,
-                       help="monitor name, sent in every event (default: the host name)")
+    name: str = option(default_factory=socket.gethostname, default_doc="the host name",
+                       help="monitor name, sent in every event")
     inspector_url: str = option(
         "", help="Inspector base URL: events go to PUT <url>/events. Empty: events are "
                  "printed to stdout as JSON lines")
@@ -76,8 +76,9 @@ class MonitorConfig:
                                     help="consecutive replies that bring a down host back up")
     self_suspect_fraction: float = option(
         0.5, min=0.0, max=1.0,
-        help="when this fraction of the hosts is missing at once (and at least "
-             "self_suspect_min_hosts), the monitor doubts its own link first")
+        help="without reference_hosts: when this fraction of the hosts not already down "
+             "(and at least self_suspect_min_hosts) is suspect at once, the monitor doubts "
+             "its own link and holds their down verdicts")
     self_suspect_min_hosts: int = option(4, min=1, help="see self_suspect_fraction")
     max_loop_lag_ms: int = option(
         30, min=1, help="if the probe loop wakes this late (CPU starvation, a pause), probes "

@@ -22,6 +22,8 @@ PAYLOAD_LEN = 16
 _HEADER = struct.Struct("!BBHHH")
 _SEQ_CSUM = struct.Struct("!H")
 _REPLY_FIELDS = struct.Struct("!BBHHH")
+# The common case, an IPv4 header without options: source and ICMP fields in one call.
+_PLAIN_REPLY = struct.Struct("!12x4s4xBBHHH")
 
 
 class RawSocketPermissionError(PermissionError):
@@ -68,6 +70,11 @@ def parse_echo_reply(packet: memoryview | bytes, length: int) -> tuple[bytes, in
     ``packet`` is what a raw IPv4 socket returns: the IP header, then ICMP.
     Anything that is not a well-formed echo reply gives None.
     """
+    if packet[0] == 0x45 and length >= 28:
+        source, icmp_type, code, _csum, ident, seq = _PLAIN_REPLY.unpack_from(packet)
+        if icmp_type != ECHO_REPLY or code != 0:
+            return None
+        return source, ident, seq, 28
     if length < 20:
         return None
     ihl = (packet[0] & 0x0F) * 4

@@ -1,9 +1,16 @@
 """The probe loop: one thread, one raw socket, every target.
 
-Per iteration the loop (1) drains every reply the kernel holds, (2) turns
-probes past their deadline into misses, (3) sends the probes that are due,
-then sleeps in ``epoll`` until the next send or deadline. Sends are kept in a
-heap by due time; deadlines in a FIFO, since every probe has the same timeout.
+Each wake-up the loop (1) drains every reply the kernel holds, (2) turns probes
+past their deadline into misses, (3) sends the probes that are due, then
+sleeps until the next send or deadline. It does not wake per reply: replies
+wait in the socket buffer and are drained before any deadline is judged, so a
+reply that came in time always counts.
+
+Healthy hosts sit on a ring, probed in turn at evenly spread times, one round
+per ``interval_ms``: no per-probe heap work, however many hosts. Suspect hosts
+leave the ring for a small heap that re-probes them every
+``suspect_interval_ms``. Deadlines sit in a FIFO, since every probe has the
+same timeout.
 
 Two guards keep the monitor from accusing hosts of its own faults:
 - a late loop (a pause, CPU starvation) does not count the timeouts that
@@ -17,9 +24,9 @@ from __future__ import annotations
 import heapq
 import logging
 import os
-import select
 import socket
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -37,9 +44,11 @@ from monitor.icmp import (
 
 LOG = logging.getLogger(__name__)
 
-# Sends due within this many seconds are batched into the current wake-up, so
-# the loop wakes at most ~1000 times a second whatever the number of targets.
-SEND_SLACK_S = 0.001
+# The loop sleeps at least this long between wake-ups (less for short intervals), and
+# sends what falls due within it early: a few hundred wake-ups a second at most, whatever
+# the number of hosts. Deadlines are judged up to this late.
+MAX_TICK_S = 0.002
+HELD_LOG_EVERY_S = 10.0
 
 TransitionCallback = Callable[["ProbeTarget", HostState, HostState, float], None]
 
@@ -48,26 +57,22 @@ class ProbeTarget:
     """A watched address with its prebuilt packet, detector and probes in flight."""
 
     __slots__ = ("hostname", "address", "sockaddr", "addr_bytes", "packet", "detector",
-                 "index", "seq", "inflight", "token", "reference", "active", "probes_sent",
-                 "replies", "last_rtt_s")
+                 "serial", "seq", "inflight", "token", "reference", "active")
 
     def __init__(self, target: Target, packet: EchoPacket, detector: HostDetector,
-                 index: int, reference: bool = False) -> None:
+                 serial: int, reference: bool = False) -> None:
         self.hostname = target.hostname
         self.address = target.address
         self.sockaddr = (target.address, 0)
         self.addr_bytes = socket.inet_aton(target.address)
         self.packet = packet
         self.detector = detector
-        self.index = index  # position in the scheduler's target list
+        self.serial = serial  # unique per scheduler; also in the probe's payload
         self.seq = 0
         self.inflight: dict[int, float] = {}  # seq -> monotonic send time
-        self.token = 0  # bumps to invalidate this target's older heap entries
+        self.token = 0  # bumps to invalidate this target's older fast-probe entries
         self.reference = reference
         self.active = True
-        self.probes_sent = 0
-        self.replies = 0
-        self.last_rtt_s: float | None = None
 
     @property
     def state(self) -> HostState:
@@ -105,27 +110,32 @@ class ProbeScheduler:
         self._suspect_interval = config.suspect_interval_ms / 1000.0
         self._timeout = config.timeout_ms / 1000.0
         self._max_lag = config.max_loop_lag_ms / 1000.0
-        self._targets: list[ProbeTarget] = []
+        self._tick = min(MAX_TICK_S, self._suspect_interval / 4, self._interval / 4)
+        self._probes: dict[int, ProbeTarget] = {}  # by serial
         self._by_addr: dict[bytes, ProbeTarget] = {}
         self._by_name: dict[str, ProbeTarget] = {}
         self._references: list[ProbeTarget] = []
-        self._heap: list[tuple[float, int, int]] = []  # (due, target index, token)
+        self._ring: list[ProbeTarget] = []  # every probe, in the order of its turn
+        self._cursor = 0
+        self._round_start = clock.monotonic()
+        self._fast: list[tuple[float, int, int]] = []  # suspects: (due, serial, token)
         self._deadlines: deque[tuple[float, ProbeTarget, int, bool]] = deque()
-        self._missing = 0  # non-reference targets currently SUSPECT or DOWN
+        # Non-reference targets per state, kept as they change: the mass-miss test is O(1).
+        self._counts = {state: 0 for state in HostState}
         self._doubting = False
+        self._held_logged_at = 0.0
         self._pending: list[Target] | None = None
         self._pending_lock = threading.Lock()
         self._next_serial = 0
-        start = clock.monotonic()
         for address in config.reference_hosts:
-            self._add(Target(f"reference:{address}", address), start, reference=True)
-        self._apply_targets(config.targets, start)
+            self._add(Target(f"reference:{address}", address), reference=True)
+        self._apply_targets(config.targets)
 
     # -- targets --------------------------------------------------------------
 
     @property
     def targets(self) -> list[ProbeTarget]:
-        return [t for t in self._targets if t.active and not t.reference]
+        return list(self._by_name.values())
 
     def target(self, hostname: str) -> ProbeTarget:
         return self._by_name[hostname]
@@ -135,42 +145,44 @@ class ProbeScheduler:
         with self._pending_lock:
             self._pending = list(targets)
 
-    def _add(self, target: Target, due: float, reference: bool = False) -> None:
+    def _add(self, target: Target, reference: bool = False) -> None:
         serial = self._next_serial
         self._next_serial += 1
         payload = self._nonce + serial.to_bytes(4, "big")
-        index = len(self._targets)
         probe = ProbeTarget(target, EchoPacket(self.ident, payload),
                             HostDetector(self.config.misses_before_down,
-                                         self.config.replies_before_up), index, reference)
-        self._targets.append(probe)
+                                         self.config.replies_before_up), serial, reference)
+        self._probes[serial] = probe
         self._by_addr[probe.addr_bytes] = probe
+        self._ring.append(probe)
         if reference:
             self._references.append(probe)
         else:
             self._by_name[probe.hostname] = probe
-        heapq.heappush(self._heap, (due, index, probe.token))
+            self._counts[HostState.UNKNOWN] += 1
 
-    def _apply_targets(self, targets: Iterable[Target], now: float) -> None:
+    def _apply_targets(self, targets: Iterable[Target]) -> None:
         wanted = {t.hostname: t for t in targets}
-        for name, probe in list(self._by_name.items()):
-            if name not in wanted or wanted[name].address != probe.address:
-                self._remove(probe)
-        new = [t for name, t in wanted.items() if name not in self._by_name]
-        spread = self._interval / max(len(new), 1)
-        for i, target in enumerate(new):
-            # Spread first probes over one interval: no burst of thousands at start.
-            self._add(target, now + i * spread)
-        if new or len(wanted) != len(self._by_name):
-            LOG.info("watching %d hosts (%d references)", len(self._by_name),
-                     len(self._references))
+        removed = [p for name, p in self._by_name.items()
+                   if name not in wanted or wanted[name].address != p.address]
+        for probe in removed:
+            self._remove(probe)
+        added = [t for name, t in wanted.items() if name not in self._by_name]
+        for target in added:
+            self._add(target)
+        if removed:
+            self._ring = [p for p in self._ring if p.active]
+            self._cursor = min(self._cursor, len(self._ring))
+        if added or removed:
+            LOG.info("watching %d hosts (%d added, %d removed, %d references)",
+                     len(self._by_name), len(added), len(removed), len(self._references))
 
     def _remove(self, probe: ProbeTarget) -> None:
         probe.active = False
         probe.inflight.clear()
-        if probe.state in MISSING:
-            self._missing -= 1
+        self._counts[probe.state] -= 1
         del self._by_name[probe.hostname]
+        del self._probes[probe.serial]
         if self._by_addr.get(probe.addr_bytes) is probe:
             del self._by_addr[probe.addr_bytes]
 
@@ -178,42 +190,42 @@ class ProbeScheduler:
 
     def run(self, stop: threading.Event, duration_s: float | None = None) -> None:
         """Probe until ``stop`` is set (or ``duration_s`` has passed)."""
-        poller = select.epoll()
-        poller.register(self.sock.fileno(), select.EPOLLIN)
         view = memoryview(bytearray(2048))
         end = None if duration_s is None else clock.monotonic() + duration_s
         planned = clock.monotonic()
-        try:
-            while not stop.is_set():
-                now = clock.monotonic()
-                if end is not None and now >= end:
-                    break
-                stalled = now - planned > self._max_lag
-                if stalled:
-                    self.stats.stalls += 1
-                if self._pending is not None:
-                    with self._pending_lock:
-                        pending, self._pending = self._pending, None
-                    self._apply_targets(pending, now)
-                self._drain(view, now)
-                self._expire(now, stalled)
-                self._send_due(now)
-                wake = self._next_wake(now)
-                if end is not None:
-                    wake = min(wake, end)
-                planned = wake
-                self.stats.wakeups += 1
-                poller.poll(max(0.0, wake - clock.monotonic()))
-        finally:
-            poller.close()
+        while not stop.is_set():
+            now = clock.monotonic()
+            if end is not None and now >= end:
+                break
+            stalled = now - planned > self._max_lag
+            if stalled:
+                self.stats.stalls += 1
+            if self._pending is not None:
+                with self._pending_lock:
+                    pending, self._pending = self._pending, None
+                self._apply_targets(pending)
+            self._drain(view, now)
+            self._expire(now, stalled)
+            self._send_ring(now)
+            self._send_fast(now)
+            wake = self._next_wake(now)
+            if end is not None:
+                wake = min(wake, end)
+            planned = wake
+            self.stats.wakeups += 1
+            pause = wake - clock.monotonic()
+            if pause > 0:
+                time.sleep(pause)
 
     def _next_wake(self, now: float) -> float:
-        wake = now + 0.5  # also the cadence at which `stop` is noticed
-        if self._heap:
-            wake = min(wake, self._heap[0][0])
+        wake = now + 0.1  # also the cadence at which `stop` is noticed
+        if self._ring:
+            wake = min(wake, self._round_start + self._cursor * self._interval / len(self._ring))
+        if self._fast:
+            wake = min(wake, self._fast[0][0])
         if self._deadlines:
             wake = min(wake, self._deadlines[0][0])
-        return wake
+        return max(wake, now + self._tick)
 
     def _drain(self, view: memoryview, now: float) -> None:
         recv_into = self.sock.recv_into
@@ -235,13 +247,10 @@ class ProbeScheduler:
                     or view[offset:offset + PAYLOAD_LEN] != probe.packet.payload):
                 stats.ignored_replies += 1
                 continue
-            sent = probe.inflight.pop(seq, None)
-            if sent is None:  # late (already a miss), duplicated, or a forged sequence
-                stats.ignored_replies += 1
+            if probe.inflight.pop(seq, None) is None:
+                stats.ignored_replies += 1  # late (already a miss), duplicated, or forged
                 continue
             stats.replies += 1
-            probe.replies += 1
-            probe.last_rtt_s = now - sent
             old = probe.detector.state
             new = probe.detector.on_reply()
             if new is not None:
@@ -270,39 +279,60 @@ class ProbeScheduler:
             LOG.warning("probe loop was late; %d timeouts get another %d ms before they count",
                         len(excused), self.config.timeout_ms)
 
-    def _send_due(self, now: float) -> None:
-        heap = self._heap
-        targets = self._targets
-        sendto = self.sock.sendto
-        horizon = now + SEND_SLACK_S
-        deadline = now + self._timeout
-        while heap and heap[0][0] <= horizon:
-            due, index, token = heapq.heappop(heap)
-            probe = targets[index]
-            if not probe.active or token != probe.token:
+    def _send(self, probe: ProbeTarget, now: float) -> bool:
+        """One echo request; False when the socket buffer is full (try again later)."""
+        seq = (probe.seq + 1) & 0xFFFF
+        try:
+            self.sock.sendto(probe.packet.for_seq(seq), probe.sockaddr)
+        except BlockingIOError:
+            return False
+        except OSError as exc:
+            # No route, host unreachable: the probe is lost, and will time out as a miss.
+            self.stats.send_errors += 1
+            errors = self.stats.errors_by_errno
+            errors[exc.errno] = errors.get(exc.errno, 0) + 1
+        probe.seq = seq
+        probe.inflight[seq] = now
+        self._deadlines.append((now + self._timeout, probe, seq, False))
+        return True
+
+    def _send_ring(self, now: float) -> None:
+        ring = self._ring
+        count = len(ring)
+        if not count:
+            return
+        step = self._interval / count
+        if self._round_start + self._cursor * step < now - self._interval:
+            # More than a round behind (a stall): carry on from here, no burst to catch up.
+            self._round_start = now - self._cursor * step
+        horizon = now + self._tick
+        cursor, start, sent = self._cursor, self._round_start, 0
+        suspect = HostState.SUSPECT
+        while start + cursor * step <= horizon and sent < count:
+            probe = ring[cursor]
+            if probe.detector.state is not suspect:  # suspects are on the fast heap
+                if not self._send(probe, now):
+                    break
+                sent += 1
+            cursor += 1
+            if cursor == count:
+                cursor, start = 0, start + self._interval
+        self._cursor, self._round_start = cursor, start
+        self.stats.sent += sent
+
+    def _send_fast(self, now: float) -> None:
+        fast = self._fast
+        horizon = now + self._tick
+        while fast and fast[0][0] <= horizon:
+            due, serial, token = fast[0]
+            probe = self._probes.get(serial)
+            if probe is None or token != probe.token or probe.state is not HostState.SUSPECT:
+                heapq.heappop(fast)  # removed, or no longer suspect: back on the ring
                 continue
-            seq = (probe.seq + 1) & 0xFFFF
-            probe.seq = seq
-            try:
-                sendto(probe.packet.for_seq(seq), probe.sockaddr)
-            except BlockingIOError:
-                heapq.heappush(heap, (now + SEND_SLACK_S, index, token))  # buffer full
+            if not self._send(probe, now):
                 break
-            except OSError as exc:
-                # No route, host unreachable: the probe is lost, let it time out.
-                self.stats.send_errors += 1
-                errors = self.stats.errors_by_errno
-                errors[exc.errno] = errors.get(exc.errno, 0) + 1
-            probe.inflight[seq] = now
-            probe.probes_sent += 1
             self.stats.sent += 1
-            self._deadlines.append((deadline, probe, seq, False))
-            interval = (self._suspect_interval if probe.detector.state is HostState.SUSPECT
-                        else self._interval)
-            due += interval
-            if due < now:  # fell behind by more than an interval: do not burst to catch up
-                due = now + interval
-            heapq.heappush(heap, (due, index, token))
+            heapq.heapreplace(fast, (max(due + self._suspect_interval, now), serial, token))
 
     # -- verdicts -------------------------------------------------------------
 
@@ -311,9 +341,10 @@ class ProbeScheduler:
         if new is HostState.SUSPECT:
             # Re-probe now and then every suspect_interval_ms.
             probe.token += 1
-            heapq.heappush(self._heap, (now, probe.index, probe.token))
+            heapq.heappush(self._fast, (now, probe.serial, probe.token))
         if not probe.reference:
-            self._missing += (new in MISSING) - (old in MISSING)
+            self._counts[old] -= 1
+            self._counts[new] += 1
         if probe.reference:
             LOG.info("reference host %s is %s", probe.address, new.value)
         elif new is not HostState.UNKNOWN:
@@ -329,10 +360,13 @@ class ProbeScheduler:
                 return (f"all reference hosts ({', '.join(r.address for r in refs)}) "
                         f"stopped answering")
             return None
-        total = len(self._by_name)
-        if (total >= self.config.self_suspect_min_hosts
-                and self._missing >= self.config.self_suspect_fraction * total):
-            return (f"{self._missing} of {total} hosts stopped answering at once "
+        # Without references, the hosts that still answer vouch for the monitor's link: it
+        # doubts itself only when most hosts not already down went missing together.
+        suspects = self._counts[HostState.SUSPECT]
+        live = len(self._by_name) - self._counts[HostState.DOWN]
+        if suspects >= max(self.config.self_suspect_min_hosts,
+                           self.config.self_suspect_fraction * live):
+            return (f"{suspects} of {live} hosts stopped answering at once "
                     f"(configure reference_hosts to tell a monitor fault from a mass failure)")
         return None
 
@@ -343,8 +377,10 @@ class ProbeScheduler:
         if reason is None:
             return True
         self.stats.held_verdicts += 1
-        if not self._doubting:
+        now = clock.monotonic()
+        if not self._doubting or now - self._held_logged_at > HELD_LOG_EVERY_S:
             self._doubting = True
+            self._held_logged_at = now
             LOG.error("monitor suspects itself: %s; holding down verdicts until it can "
                       "trust its own link", reason)
         return False

@@ -72,3 +72,9 @@ def test_console_script_exits_2_with_the_field_on_stderr():
                              "--interval-ms", "-1"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "doctor-monitor: error: [monitor] interval_ms: must be >= 1" in result.stderr
+
+
+def test_the_shipped_sample_config_loads():
+    sample = __import__("pathlib").Path(__file__).parents[2] / "etc" / "doctor.conf.sample"
+    config = load(["--config-file", str(sample), "--target", "c1=198.18.0.10"])
+    assert config.interval_ms == 50 and config.targets == [Target("c1", "198.18.0.10")]

@@ -1,4 +1,4 @@
-"""A real HTTP endpoint that records Doctor events, standing where the Inspector will."""
+"""A real HTTP endpoint recording Doctor events: the stand-in Inspector of tests and benches."""
 
 from __future__ import annotations
 

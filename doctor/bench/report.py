@@ -1,0 +1,47 @@
+"""Benchmark output: a table for people, JSON for machines."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile (``fraction`` in 0..1) of a non-empty sample."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+def summary_ms(seconds: Sequence[float]) -> dict[str, float]:
+    """p50/p90/p99/max/min/mean in milliseconds."""
+    if not seconds:
+        return {}
+    ms = [s * 1000.0 for s in seconds]
+    return {"n": len(ms), "min": round(min(ms), 2), "p50": round(percentile(ms, 0.5), 2),
+            "p90": round(percentile(ms, 0.9), 2), "p99": round(percentile(ms, 0.99), 2),
+            "max": round(max(ms), 2), "mean": round(sum(ms) / len(ms), 2)}
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A Markdown table, so it pastes into the README as it is."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+             for row in cells]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def emit(result: dict[str, Any], tables: Sequence[str], json_path: str = "") -> None:
+    """Print the tables, then the JSON (also to ``json_path`` when given)."""
+    for text in tables:
+        print(text)
+        print()
+    encoded = json.dumps(result, indent=2, sort_keys=True)
+    print(encoded)
+    if json_path:
+        with open(json_path, "w", encoding="utf-8") as handle:
+            handle.write(encoded + "\n")

@@ -1,0 +1,69 @@
+"""``doctor``: the project's command line (the run, benchmarks, test hosts, config docs)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from doctor import logs
+
+
+def _config_doc(_args: argparse.Namespace) -> int:
+    from doctor.config import doc_table
+    from monitor.config import MonitorConfig
+
+    print(doc_table(MonitorConfig, "monitor"))
+    return 0
+
+
+def _hosts(args: argparse.Namespace) -> int:
+    from doctor import testhosts
+
+    return testhosts.main(args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="doctor", description="Doctor fault management: tools around the pipeline.")
+    parser.add_argument("--log-level", default="WARNING", choices=logs.LEVELS, type=str.upper)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    bench = commands.add_parser("bench", help="measure the pipeline (prints a table and JSON)")
+    benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
+    detect = benches.add_parser(
+        "detect", help="fault-to-detection latency and probe CPU cost on namespaced hosts "
+                       "(needs root)")
+    from doctor.bench import detect as detect_bench
+
+    detect_bench.add_arguments(detect)
+    detect.set_defaults(func=detect_bench.run)
+
+    scenario = commands.add_parser(
+        "run", help="the fault-management case on namespaced test hosts: inject a host "
+                    "failure, report the notification time and profile (needs root)")
+    from doctor.scenario import fault_management
+
+    fault_management.add_arguments(scenario)
+    scenario.set_defaults(func=fault_management.run)
+
+    hosts = commands.add_parser(
+        "hosts", add_help=False,
+        help="create test hosts (network namespaces), inject faults, clean up; "
+             "`doctor hosts --help` for details")
+    hosts.add_argument("rest", nargs=argparse.REMAINDER)
+    hosts.set_defaults(func=_hosts)
+
+    doc = commands.add_parser("config-doc", help="print the options of every role as "
+                                                 "Markdown tables")
+    doc.set_defaults(func=_config_doc)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.setup(args.log_level)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

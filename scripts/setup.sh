@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install what the project needs on a fresh machine, idempotently:
+# system tools for the namespaced test hosts, and a virtualenv in .venv with the project.
+# Usage: scripts/setup.sh            (sourced by run.sh and test.sh; safe to run twice)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+need=()
+command -v ip >/dev/null || need+=(iproute2)
+command -v nft >/dev/null || need+=(nftables)
+command -v setpriv >/dev/null || need+=(util-linux)
+if ((${#need[@]})); then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: missing ${need[*]}; install them (apt-get install ${need[*]}) or run as root" >&2
+    exit 1
+  fi
+  echo "setup: installing ${need[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv with $($PYTHON --version)" >&2
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.installed-$(cat setup.py | sha1sum | cut -c1-12)
+if [ ! -e "$stamp" ]; then
+  echo "setup: installing the project and its test tools into .venv" >&2
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q -e '.[test]'
+  rm -f .venv/.installed-* && touch "$stamp"
+fi

@@ -1,0 +1,44 @@
+"""Fixtures for tests on real namespaced hosts (root only; in CI a skip is a failure)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+import pytest
+
+from doctor.eventsink import EventSink
+from doctor.testhosts import TestHostNetwork, cleanup_prefix
+
+# Each test gets its own /24 (index) so a leftover of one cannot disturb another.
+_indexes = itertools.count(10)
+
+
+def require_root() -> None:
+    if os.geteuid() == 0:
+        return
+    reason = "namespaced test hosts need root (CAP_NET_ADMIN, CAP_NET_RAW)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}; CI runs as root, so this is a failure, not a skip")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_leftovers():
+    yield
+    if os.geteuid() == 0:
+        cleanup_prefix("dtf")
+
+
+@pytest.fixture
+def network():
+    require_root()
+    with TestHostNetwork(prefix="dtf", index=next(_indexes)) as net:
+        yield net
+
+
+@pytest.fixture
+def sink():
+    events = EventSink().start()
+    yield events
+    events.stop()

@@ -1,0 +1,48 @@
+"""The README's main job and the benchmark, run as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.functional.conftest import require_root
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def doctor(*argv: str, timeout_s: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "doctor.cli", *argv], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout_s)
+
+
+def test_doctor_run_detects_the_cut_host_and_passes():
+    require_root()
+    result = doctor("run", "--index", "150")
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout[result.stdout.index("\n{") + 1:
+                                      result.stdout.rindex("}") + 1])
+    assert report["passed"] and report["recovered"] and report["false_downs"] == []
+    assert 0 < report["detection_s"] <= report["event_received_s"] < 1.0
+    assert "T01 raw failure (monitor detected)" in report["profile_ms"]
+    assert "PASS" in result.stdout.splitlines()[-1]
+
+
+def test_bench_detect_prints_a_table_and_json(tmp_path):
+    require_root()
+    out = tmp_path / "bench.json"
+    result = doctor("bench", "detect", "--faults", "3", "--hosts", "2", "--cost", "200x5",
+                    "--cost-seconds", "1", "--json", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "| faults | undetected | p50 ms" in result.stdout
+    data = json.loads(out.read_text())
+    assert data["detection"]["detection_ms"]["n"] == 3
+    [cost] = data["probe_cost"]
+    assert cost["targets"] == 200 and cost["up"] == 200 and cost["sent"] > 0
+
+
+def test_bench_rejects_a_malformed_cost_naming_it():
+    result = doctor("bench", "detect", "--cost", "lots")
+    assert result.returncode != 0
+    assert "--cost 'lots': expected TARGETSxRATE" in result.stderr
