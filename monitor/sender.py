@@ -64,6 +64,9 @@ class EventSender:
 
     def stop(self, timeout_s: float = 2.0) -> None:
         """Stop after delivering what is queued, waiting at most ``timeout_s``."""
+        if self._thread.ident is None:  # never started
+            self.session.close()
+            return
         self._queue.put(None)  # type: ignore[arg-type]  # wakes the worker
         self._thread.join(timeout_s)
         self._stop.set()

@@ -95,3 +95,7 @@ def test_stop_gives_up_on_an_unreachable_inspector_in_bounded_time():
     sender.stop(timeout_s=0.2)
     assert time.monotonic() - started < 3
     assert deliveries and deliveries[0].status is None
+
+
+def test_stop_without_start_is_harmless():
+    EventSender("http://127.0.0.1:9").stop()
