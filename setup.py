@@ -9,9 +9,15 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["doctor", "doctor.*", "monitor", "monitor.*"]),
+    packages=find_packages(include=["doctor", "doctor.*", "monitor", "monitor.*", "inspector",
+                                    "inspector.*", "controller", "controller.*", "notifier",
+                                    "notifier.*", "consumer", "consumer.*"]),
     install_requires=[
         "requests>=2.28",
+        "flask>=3.0",
+        "waitress>=3.0",
+        "SQLAlchemy>=2.0",
+        "aodhclient>=3.0",
     ],
     extras_require={
         "test": ["pytest>=7", "scapy>=2.5", "ruff>=0.5"],

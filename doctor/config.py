@@ -189,3 +189,33 @@ def doc_table(cls: type, section: str, skip: Iterable[str] = ()) -> str:
         default = describe_default(field)
         rows.append(f"| `{field.name}` | `{default}` | {field.metadata.get('help', '')} |")
     return "\n".join(rows)
+
+
+def load(cls: type[T], section: str, config_file: str | None,
+         flags: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> T:
+    """``cls`` from its defaults, the file's ``[section]``, ``extra`` values, then ``flags``.
+
+    The one loading path of every role's console script.
+    """
+    values: dict[str, Any] = {}
+    sources = []
+    if config_file:
+        ini = read_ini(config_file)
+        if ini.has_section(section):
+            values.update(ini[section])
+        sources.append(config_file)
+    values.update(extra or {})
+    if flags:
+        values.update(flags)
+        sources.append("flags")
+    return build(cls, section, values, " and ".join(sources))
+
+
+def add_common_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """``--config-file``, ``--log-level`` and one flag per option of ``cls``."""
+    from doctor import logs
+
+    parser.add_argument("--config-file", metavar="PATH",
+                        help="INI file; its section for this part, flags override it")
+    parser.add_argument("--log-level", default="INFO", choices=logs.LEVELS, type=str.upper)
+    add_flags(parser, cls)

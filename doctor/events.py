@@ -114,3 +114,58 @@ def parse_host_events(body: Any) -> list[HostEvent]:
     if not isinstance(body, list) or not body:
         raise EventError("body", "must be a non-empty JSON list of events (or one event object)")
     return [parse_host_event(item, f"body[{i}]") for i, item in enumerate(body)]
+
+
+# -- Inspector/Controller -> Notifier: Ceilometer's event format ------------------------
+
+INSTANCE_UPDATE = "compute.instance.update"
+TRAIT_STRING, TRAIT_INTEGER, TRAIT_FLOAT, TRAIT_DATETIME = 1, 2, 3, 4
+TRAIT_TYPES = (TRAIT_STRING, TRAIT_INTEGER, TRAIT_FLOAT, TRAIT_DATETIME)
+
+
+def instance_update(instance_id: str, state: str, host: str, project_id: str,
+                    at: float | None = None) -> dict[str, Any]:
+    """A ``compute.instance.update`` event as Ceilometer publishes it to Aodh.
+
+    Aodh matches an alarm only to events whose ``project_id`` or ``tenant_id``
+    trait is the alarm's project, so both are set.
+    """
+    return {
+        "message_id": str(uuid.uuid4()),
+        "event_type": INSTANCE_UPDATE,
+        "generated": clock.isoformat(clock.now() if at is None else at),
+        "raw": {},
+        "traits": [
+            ["instance_id", TRAIT_STRING, instance_id],
+            ["state", TRAIT_STRING, state],
+            ["host", TRAIT_STRING, host],
+            ["project_id", TRAIT_STRING, project_id],
+            ["tenant_id", TRAIT_STRING, project_id],
+        ],
+    }
+
+
+def traits(event: dict[str, Any]) -> dict[str, Any]:
+    """An event's traits by name."""
+    return {name: value for name, _type, value in event.get("traits", [])}
+
+
+def parse_ceilometer_event(obj: Any, where: str = "event") -> dict[str, Any]:
+    """Validate one event in Ceilometer's format; EventError names the field."""
+    if not isinstance(obj, dict):
+        raise EventError(where, "must be a JSON object")
+    for key in ("message_id", "event_type", "generated"):
+        _text(obj, key, where)
+    try:
+        clock.parse_iso(obj["generated"])
+    except ValueError as exc:
+        raise EventError(f"{where}.generated", f"not an ISO 8601 time ({exc})") from None
+    items = obj.get("traits", [])
+    if not isinstance(items, list):
+        raise EventError(f"{where}.traits", "must be a list of [name, type, value]")
+    for i, trait in enumerate(items):
+        if (not isinstance(trait, list) or len(trait) != 3 or not isinstance(trait[0], str)
+                or trait[1] not in TRAIT_TYPES):
+            raise EventError(f"{where}.traits[{i}]",
+                             "must be [name, type 1-4, value]")
+    return obj

@@ -6,7 +6,6 @@ import argparse
 import signal
 import sys
 import threading
-from typing import Any
 
 from doctor import config as cfg
 from doctor import logs
@@ -35,40 +34,28 @@ def build_parser() -> argparse.ArgumentParser:
         description="Ping compute hosts with one raw ICMP socket and send Doctor events "
                     "(compute.host.down / compute.host.up) to the Inspector. Needs CAP_NET_RAW.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", metavar="PATH", help="INI file with [monitor] and "
-                        "[targets] sections; flags override it")
     parser.add_argument("--target", action="append", default=[], metavar="HOSTNAME=ADDRESS",
                         help="a host to watch (repeatable), e.g. compute-1=198.18.0.10")
-    parser.add_argument("--log-level", default="INFO", choices=logs.LEVELS, type=str.upper)
     parser.add_argument("--duration-s", type=float, default=None,
                         help="stop by itself after this many seconds (default: run until "
                              "SIGTERM or Ctrl-C)")
-    cfg.add_flags(parser, MonitorConfig)
+    cfg.add_common_flags(parser, MonitorConfig)
     return parser
 
 
 def load_config(args: argparse.Namespace) -> MonitorConfig:
     """Defaults, then the config file's [monitor] and [targets], then flags."""
-    values: dict[str, Any] = {}
-    source = ""
-    targets: list[str] = []
+    flags = cfg.flag_values(args, MonitorConfig)
+    targets: list[str] = cfg.split_list(flags.pop("targets", ""))
     if args.config_file:
         ini = cfg.read_ini(args.config_file)
-        source = args.config_file
-        if ini.has_section("monitor"):
-            values.update(ini["monitor"])
         if ini.has_section("targets"):
             targets += [f"{name}={address}" for name, address in ini["targets"].items()]
-    flags = cfg.flag_values(args, MonitorConfig)
-    if flags:
-        source = f"{source} and flags" if source else "flags"
-    values.update(flags)
-    if "targets" in values:
-        targets = cfg.split_list(values.pop("targets")) + targets
+        if ini.has_section("monitor") and "targets" in ini["monitor"]:
+            targets = cfg.split_list(ini["monitor"]["targets"]) + targets
     targets += args.target
-    if targets:
-        values["targets"] = targets
-    config = cfg.build(MonitorConfig, "monitor", values, source)
+    extra = {"targets": targets} if targets else {}
+    config = cfg.load(MonitorConfig, "monitor", args.config_file, flags, extra)
     if not config.targets:
         raise cfg.ConfigError("[monitor] targets: no host to watch; give --target "
                               "HOSTNAME=ADDRESS or a [targets] section")

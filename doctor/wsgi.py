@@ -1,0 +1,66 @@
+"""Serving the parts' Flask apps with a production WSGI server (waitress), never Flask's own.
+
+One way for every role: ``Server(app, host, port).start()`` in a thread (the
+embedded default and the tests), or ``serve_forever`` in a daemon until
+SIGTERM.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from waitress.server import create_server
+
+LOG = logging.getLogger(__name__)
+
+
+class Server:
+    """A waitress server for ``app`` on host:port (port 0 picks a free one)."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0,
+                 threads: int = 8, name: str = "api") -> None:
+        self.name = name
+        # clear_untrusted_proxy_headers: we sit behind no proxy we trust.
+        self._server = create_server(app, host=host, port=port, threads=threads,
+                                     clear_untrusted_proxy_headers=True, ident=name,
+                                     channel_timeout=30)
+        self.host = host
+        self.port = self._server.effective_port
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> Server:
+        """Serve in a background thread."""
+        self._thread = threading.Thread(target=self._server.run, name=f"{self.name}-http",
+                                        daemon=True)
+        self._thread.start()
+        LOG.info("%s listening on %s", self.name, self.url)
+        return self
+
+    def stop(self) -> None:
+        self._server.close()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def serve_forever(self, on_stop: Callable[[], None] | None = None) -> None:
+        """Serve in this thread until SIGTERM or SIGINT, then call ``on_stop``."""
+        stopping = threading.Event()
+
+        def handle(_signum: int, _frame: object) -> None:
+            stopping.set()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+        self.start()
+        stopping.wait()
+        LOG.info("%s stopping", self.name)
+        self.stop()
+        if on_stop is not None:
+            on_stop()
