@@ -1,0 +1,1 @@
+"""Notifier: evaluates event alarms (Aodh's API and semantics) and notifies the Consumer."""
