@@ -1,0 +1,57 @@
+"""The VNFM's side of alarms: created with aodhclient, against either Notifier.
+
+The embedded Notifier serves the same ``/v2/alarms`` subset as Aodh, so this
+one code path serves both (ARCHITECTURE.md, "Alarms").
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from doctor.events import INSTANCE_UPDATE
+
+
+def aodh_client(endpoint: str, project_id: str, user_id: str = "doctor-vnfm",
+                roles: str = "admin", timeout_s: float = 10.0) -> Any:
+    """An aodhclient v2 client without Keystone (auth type ``aodh-noauth``)."""
+    from aodhclient import client
+    from aodhclient.noauth import AodhNoAuthPlugin
+    from keystoneauth1 import session
+
+    auth = AodhNoAuthPlugin(user_id=user_id, project_id=project_id, roles=roles,
+                            endpoint=endpoint)
+    return client.Client("2", session=session.Session(auth=auth, timeout=timeout_s))
+
+
+def vm_error_alarm(vm_id: str, consumer_url: str, name: str = "") -> dict[str, Any]:
+    """Doctor's alarm: fire once when this VM's state becomes error."""
+    return {
+        "name": name or f"doctor_alarm_{vm_id}",
+        "type": "event",
+        "severity": "critical",
+        "event_rule": {
+            "event_type": INSTANCE_UPDATE,
+            "query": [
+                {"field": "traits.instance_id", "op": "eq", "type": "string", "value": vm_id},
+                {"field": "traits.state", "op": "eq", "type": "string", "value": "error"},
+            ],
+        },
+        "alarm_actions": [consumer_url],
+        "repeat_actions": False,
+    }
+
+
+def create_vm_alarms(client: Any, vm_ids: list[str], consumer_url: str,
+                     parallel: int = 8) -> list[str]:
+    """One alarm per VM; returns their ids in the same order."""
+    with ThreadPoolExecutor(parallel) as pool:
+        alarms = list(pool.map(lambda vm: client.alarm.create(vm_error_alarm(vm, consumer_url)),
+                               vm_ids))
+    return [alarm["alarm_id"] for alarm in alarms]
+
+
+def rearm(client: Any, alarm_ids: list[str], parallel: int = 8) -> None:
+    """Back to ``ok``: a ``repeat_actions=false`` alarm fires again only after this."""
+    with ThreadPoolExecutor(parallel) as pool:
+        list(pool.map(lambda alarm_id: client.alarm.set_state(alarm_id, "ok"), alarm_ids))

@@ -1,0 +1,58 @@
+"""The Inspector's REST API.
+
+- ``PUT /events`` (also ``POST``; a list or one object): Doctor events from
+  monitors. 400 naming the field if any is malformed (then none is taken);
+  else 202 at once, with which ids were new and which were duplicates.
+- ``GET /hosts``, ``GET /hosts/<name>``: each host's state as the Inspector
+  knows it, with the last event.
+- ``POST /v1/events``: the controller's VM notifications (Ceilometer's
+  format), which keep the host->VM map fresh.
+Every request needs the configured token in ``X-Auth-Token``.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, Response, jsonify
+
+from doctor.api import ApiError, json_app, json_body
+from doctor.events import EventError, parse_ceilometer_event, parse_host_events
+from inspector.service import InspectorService
+
+
+def create_app(service: InspectorService, token: str) -> Flask:
+    app = json_app("doctor-inspector", token)
+
+    @app.route("/events", methods=["PUT", "POST"])
+    def take_events() -> tuple[Response, int]:
+        try:
+            events = parse_host_events(json_body())
+        except EventError as exc:
+            raise ApiError(400, str(exc), exc.field) from None
+        new, duplicates = service.submit(events)
+        return jsonify({"accepted": [e.monitor_event_id for e in new],
+                        "duplicates": [e.monitor_event_id for e in duplicates]}), 202
+
+    @app.get("/hosts")
+    def list_hosts() -> Response:
+        return jsonify({"hosts": service.hosts()})
+
+    @app.get("/hosts/<name>")
+    def show_host(name: str) -> Response:
+        host = service.host(name)
+        if host is None:
+            raise ApiError(404, f"no host {name!r} known to the inspector")
+        return jsonify(host)
+
+    @app.post("/v1/events")
+    def take_notifications() -> tuple[Response, int]:
+        body = json_body()
+        if not isinstance(body, list):
+            raise ApiError(400, "must be a JSON list of events", "body")
+        try:
+            events = [parse_ceilometer_event(e, f"body[{i}]") for i, e in enumerate(body)]
+        except EventError as exc:
+            raise ApiError(400, str(exc), exc.field) from None
+        service.on_notifications(events)
+        return jsonify({"accepted": len(events)}), 202
+
+    return app

@@ -1,0 +1,63 @@
+"""``doctor-inspector``: the Inspector daemon (REST API on port 12345 by default)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from doctor import config as cfg
+from doctor import logs
+from doctor.store import make_engine
+from doctor.wsgi import Server
+from inspector.config import InspectorConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="doctor-inspector",
+        description="Take Doctor host events from monitors (PUT /events), mark the host down "
+                    "in the controller, set its VMs to error and notify at once.",
+        epilog="example: doctor-inspector --token $TOKEN --controller-url "
+               "http://127.0.0.1:12347 --notifier-url http://127.0.0.1:8042")
+    cfg.add_common_flags(parser, InspectorConfig)
+    return parser
+
+
+def build_service(config: InspectorConfig):  # noqa: ANN201  (InspectorService; lazy imports)
+    from controller.client import ControllerClient
+    from inspector.service import InspectorService
+    from inspector.store import EventLog
+    from notifier.http import HttpPublisher
+
+    timeout_s = config.call_timeout_ms / 1000.0
+    controller = ControllerClient(config.controller_url, config.controller_token, timeout_s)
+    publisher = HttpPublisher(config.notifier_url, config.notifier_token, timeout_s)
+    return InspectorService(config, controller, publisher, EventLog(make_engine(config.database)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logs.setup(args.log_level)
+    try:
+        config = cfg.load(InspectorConfig, "inspector", args.config_file,
+                          cfg.flag_values(args, InspectorConfig))
+    except cfg.ConfigError as exc:
+        parser.exit(2, f"doctor-inspector: error: {exc}\n")
+    from inspector.api import create_app
+
+    service = build_service(config)
+    service.start()
+    try:
+        server = Server(create_app(service, config.token), config.host, config.port,
+                        name="inspector")
+    except OSError as exc:
+        service.stop()
+        parser.exit(1, f"doctor-inspector: error: cannot listen on {config.host}:"
+                       f"{config.port}: {exc.strerror}\n")
+    server.serve_forever(on_stop=service.stop)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""The Inspector's options (section ``[inspector]``)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from doctor.config import ConfigError, option
+from doctor.store import default_url
+
+CONTROLLERS = ("embedded",)
+NOTIFIERS = ("http",)
+
+
+@dataclass
+class InspectorConfig:
+    """Options of the ``[inspector]`` section (flags: ``--port`` etc.)."""
+
+    host: str = option("127.0.0.1", help="address the REST API listens on")
+    port: int = option(12345, min=0, max=65535, help="port of the REST API (0: any free one)")
+    token: str = option("", help="required: clients (monitors, the controller) send it as "
+                                 "X-Auth-Token; requests without it get 401 (never logged)")
+    database: str = option(default_factory=lambda: default_url("inspector"),
+                           default_doc="sqlite:///$DOCTOR_STATE_DIR/inspector.db",
+                           help="SQLAlchemy URL of the event log (accepted events are "
+                                "stored here before the 202)")
+    controller: str = option("embedded", help=f"controller driver: {', '.join(CONTROLLERS)}")
+    controller_url: str = option("http://127.0.0.1:12347",
+                                 help="the embedded controller's REST API")
+    controller_token: str = option("", help="token for the controller's API")
+    notifier: str = option("http", help=f"notifier driver: {', '.join(NOTIFIERS)} (the "
+                                        "embedded notifier's POST /v1/events)")
+    notifier_url: str = option("http://127.0.0.1:8042", help="the notifier's base URL")
+    notifier_token: str = option("", help="token for the notifier's event intake")
+    shortcut: bool = option(True, help="publish compute.instance.update (state error) for "
+                                       "every VM of a failed host at once, in parallel with "
+                                       "the controller calls (Doctor's shortcut); false: "
+                                       "only the controller's own notifications tell the "
+                                       "notifier (the conservative path)")
+    workers: int = option(32, min=1, max=1024,
+                          help="controller calls in parallel (force-down, VM resets)")
+    call_timeout_ms: int = option(5000, min=1, help="timeout of one controller call, ms")
+    call_retry_for_s: float = option(
+        300.0, min=0, help="a controller call that fails for a reachable reason (5xx, refused "
+                           "connection) is retried with backoff this long, then logged as "
+                           "failed with the VM and the error, s")
+    resync_interval_s: float = option(60.0, min=0, help="full reload of the host->VM map from "
+                                                        "the controller, s (0: never)")
+    profile_file: str = option("", help="append latency checkpoints (JSON lines) to this file")
+
+    def __post_init__(self) -> None:
+        if not self.token:
+            raise ConfigError("token: required; set [inspector] token (or --token) and give "
+                              "the same to the monitors")
+        if self.controller not in CONTROLLERS:
+            raise ConfigError(f"controller: unknown driver {self.controller!r}; "
+                              f"known: {', '.join(CONTROLLERS)}")
+        if self.notifier not in NOTIFIERS:
+            raise ConfigError(f"notifier: unknown driver {self.notifier!r}; "
+                              f"known: {', '.join(NOTIFIERS)}")
+        for name in ("controller_url", "notifier_url"):
+            if not re.match(r"^https?://[^/\s]+", getattr(self, name)):
+                raise ConfigError(f"{name}: {getattr(self, name)!r} is not an http(s) URL")

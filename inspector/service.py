@@ -1,0 +1,315 @@
+"""The Inspector's logic: accept host events once, and act on each at once.
+
+On ``compute.host.down`` it looks the host's VMs up in memory, then at the same
+time (Doctor's "shortcut"):
+- publishes one ``compute.instance.update`` (state error) per VM to the
+  Notifier, without waiting for the controller;
+- marks the host down and resets every VM to error through the controller,
+  ``workers`` calls in parallel, none skipped, each retried while the
+  controller is unreachable.
+On ``compute.host.up`` it clears the host's forced-down flag; the VMs stay in
+error until recovered.
+
+Every accepted event is in the event log before the 202; a restarted Inspector
+resumes what is pending, and skips the notification if it was already sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from controller.base import Controller, ControllerError, NotFound
+from doctor import clock
+from doctor.events import HOST_DOWN, HostEvent, instance_update
+from doctor.profiler import Profiler
+from inspector.config import InspectorConfig
+from inspector.hostmap import HostMap
+from inspector.store import DONE, EventLog
+from notifier.base import EventPublisher, PublishError
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class HostRecord:
+    """A host as the Inspector knows it: the outcome of its latest event."""
+
+    state: str  # "up" | "down"
+    event: HostEvent
+    handled_at: float | None = None
+
+
+class InspectorService:
+    """Event intake, the host map, and fault handling."""
+
+    def __init__(self, config: InspectorConfig, controller: Controller,
+                 publisher: EventPublisher, log: EventLog) -> None:
+        self.config = config
+        self.controller = controller
+        self.publisher = publisher
+        self.log = log
+        self.hostmap = HostMap()
+        self.profiler = Profiler(config.profile_file)
+        self._hosts: dict[str, HostRecord] = {}
+        self._hosts_lock = threading.Lock()
+        self._queue: queue.Queue[HostEvent | None] = queue.Queue()
+        self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="inspector-call")
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._map_ready = threading.Event()
+
+    # -- life cycle -----------------------------------------------------------
+
+    def start(self) -> None:
+        for stored in self.log.latest_by_host().values():
+            if stored.status == DONE:
+                self._hosts[stored.event.hostname] = HostRecord(
+                    stored.event.status, stored.event, stored.done_at)
+        self._spawn(self._keep_map_fresh, "inspector-resync")
+        resumed = self.log.pending()
+        if resumed:
+            LOG.warning("resuming %d events accepted before a restart: %s", len(resumed),
+                        ", ".join(s.event.monitor_event_id for s in resumed))
+        for stored in resumed:
+            self._queue.put(stored.event)
+        self._spawn(self._work, "inspector-worker")
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._queue.put(None)
+        for thread in self._threads:
+            thread.join(5)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.publisher.close()
+        self.controller.close()
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """True once the host map has been loaded from the controller."""
+        return self._map_ready.wait(timeout_s)
+
+    # -- intake ---------------------------------------------------------------
+
+    def submit(self, events: list[HostEvent]) -> tuple[list[HostEvent], list[HostEvent]]:
+        """Persist, then queue, the events not seen before: (new, duplicates)."""
+        new = self.log.accept(events)
+        new_ids = {e.monitor_event_id for e in new}
+        for event in new:
+            self._queue.put(event)
+        duplicates = [e for e in events if e.monitor_event_id not in new_ids]
+        if duplicates:
+            LOG.info("already accepted, not acted on again: %s",
+                     ", ".join(e.monitor_event_id for e in duplicates))
+        return new, duplicates
+
+    def on_notifications(self, events: list[dict[str, Any]]) -> None:
+        """The controller's notifications of VM changes keep the host map fresh."""
+        for event in events:
+            self.hostmap.apply(event)
+
+    # -- reading --------------------------------------------------------------
+
+    def host(self, name: str) -> dict[str, Any] | None:
+        with self._hosts_lock:
+            record = self._hosts.get(name)
+        servers = self.hostmap.count(name)
+        if record is None and not servers:
+            return None
+        return {
+            "name": name,
+            "state": record.state if record else "unknown",
+            "servers": servers,
+            "last_event": record.event.to_doctor() if record else None,
+            "handled_at": clock.isoformat(record.handled_at)
+            if record and record.handled_at else None,
+        }
+
+    def hosts(self) -> list[dict[str, Any]]:
+        with self._hosts_lock:
+            names = set(self._hosts)
+        names.update(self.hostmap.hosts())
+        return [h for h in (self.host(n) for n in sorted(names)) if h is not None]
+
+    # -- the work -------------------------------------------------------------
+
+    def _keep_map_fresh(self) -> None:
+        delay = 0.1
+        while not self._stop.is_set():
+            try:
+                self.hostmap.load(self.controller.list_servers())
+            except Exception as exc:  # the controller may be down: say so, keep trying
+                LOG.error("cannot load the host->VM map from the controller: %s; retrying "
+                          "in %.1f s", exc, delay)
+                if self._stop.wait(delay):
+                    return
+                delay = min(delay * 2, 10.0)
+                continue
+            if not self._map_ready.is_set():
+                LOG.info("host->VM map loaded: %d hosts", len(self.hostmap.hosts()))
+                self._map_ready.set()
+            delay = 0.1
+            if not self.config.resync_interval_s or self._stop.wait(
+                    self.config.resync_interval_s):
+                return
+
+    def _work(self) -> None:
+        self._map_ready.wait()  # acting on an empty map would miss the VMs
+        while not self._stop.is_set():
+            event = self._queue.get()
+            if event is None:
+                return
+            try:
+                self._handle(event)
+            except Exception:
+                LOG.exception("handling %s failed; it stays pending for a restart",
+                              event.monitor_event_id)
+
+    def _handle(self, event: HostEvent) -> None:
+        with self._hosts_lock:
+            record = self._hosts.get(event.hostname)
+            if record is not None and record.event.time > event.time:
+                stale = True
+            else:
+                stale = False
+                self._hosts[event.hostname] = HostRecord(event.status, event)
+        if stale:
+            LOG.warning("%s for %s is older than the last event handled; not acted on",
+                        event.monitor_event_id, event.hostname)
+            self.log.mark_done(event.monitor_event_id, {"skipped": "stale"})
+            return
+        if event.type == HOST_DOWN:
+            self._host_down(event)
+        else:
+            self._host_up(event)
+
+    def _host_down(self, event: HostEvent) -> None:
+        host, event_id = event.hostname, event.monitor_event_id
+        servers = self.hostmap.servers_on(host)
+        found_at = clock.now()
+        self.profiler.record("T02", found_at, hostname=host, servers=len(servers))
+        LOG.warning("%s is down (%s): %d VMs affected", host, event_id, len(servers))
+        # Controller calls first, so they run while the notification is published.
+        progress = _Progress(host, len(servers), self.profiler,
+                             lambda outcome: self._finish(event, outcome))
+        self._pool.submit(self._call, f"force {host} down", self.controller.force_down,
+                          host, True).add_done_callback(progress.host_marked_down)
+        for server in servers:
+            self._pool.submit(self._call, f"reset {server.id} on {host} to error",
+                              self.controller.reset_state, server.id, "error"
+                              ).add_done_callback(progress.vm_reset)
+        if not self.config.shortcut:
+            self.log.mark_notified(event_id)  # the controller's notifications carry it
+            return
+        stored = self.log.get(event_id)
+        if stored is not None and stored.notified_at is not None:
+            LOG.info("%s: VM errors were notified before a restart; not again", event_id)
+            return
+        notes = [instance_update(s.id, "error", host, s.project_id) for s in servers]
+        self._notify(event_id, host, notes)
+
+    def _notify(self, event_id: str, host: str, notes: list[dict[str, Any]]) -> None:
+        if notes:
+            try:
+                self.publisher.publish(notes)
+            except PublishError as exc:
+                LOG.error("notifying %d VM errors on %s failed: %s; retrying in the "
+                          "background", len(notes), host, exc)
+                self._pool.submit(self._call, f"notify {len(notes)} VM errors on {host}",
+                                  self.publisher.publish, notes).add_done_callback(
+                    lambda f: f.result() and self.log.mark_notified(event_id))
+                return
+            self.profiler.record("T05", hostname=host, servers=len(notes))
+        self.log.mark_notified(event_id)
+
+    def _host_up(self, event: HostEvent) -> None:
+        LOG.warning("%s is up again (%s): clearing its forced-down flag", event.hostname,
+                    event.monitor_event_id)
+        future = self._pool.submit(self._call, f"clear {event.hostname}'s forced-down flag",
+                                   self.controller.force_down, event.hostname, False)
+        future.add_done_callback(
+            lambda f: self._finish(event, {"host_marked_up": bool(f.result())}))
+
+    def _finish(self, event: HostEvent, outcome: dict[str, Any]) -> None:
+        self.log.mark_done(event.monitor_event_id, outcome)
+        with self._hosts_lock:
+            record = self._hosts.get(event.hostname)
+            if record is not None and record.event is event:
+                record.handled_at = clock.now()
+        LOG.info("%s handled: %s", event.monitor_event_id, outcome)
+
+    def _call(self, what: str, function: Callable[..., Any], *args: Any) -> bool:
+        """One controller call, retried with backoff; False if it finally failed."""
+        deadline = time.monotonic() + self.config.call_retry_for_s
+        delay, attempt = 0.05, 0
+        while True:
+            attempt += 1
+            try:
+                function(*args)
+                if attempt > 1:
+                    LOG.warning("%s: done at attempt %d", what, attempt)
+                return True
+            except NotFound as exc:
+                LOG.error("%s: %s; not retrying", what, exc)
+                return False
+            except (ControllerError, PublishError, OSError) as exc:
+                if time.monotonic() >= deadline or self._stop.is_set():
+                    LOG.error("%s: failed after %d attempts: %s", what, attempt, exc)
+                    return False
+                if attempt == 1 or attempt % 10 == 0:
+                    LOG.error("%s: %s; retrying for up to %.0f s", what, exc,
+                              self.config.call_retry_for_s)
+            if self._stop.wait(delay):
+                return False
+            delay = min(delay * 2, 5.0)
+
+
+class _Progress:
+    """Counts the controller calls of one fault; when the last ends, reports the outcome."""
+
+    def __init__(self, host: str, servers: int, profiler: Profiler,
+                 finish: Callable[[dict[str, Any]], None]) -> None:
+        self.host = host
+        self.profiler = profiler
+        self._left = servers + 1  # the VMs and the host itself
+        self._lock = threading.Lock()
+        self._finish = finish
+        self.outcome: dict[str, Any] = {"host_marked_down": False, "vms_set_error": 0,
+                                        "vms_failed": 0}
+
+    @staticmethod
+    def _ok(future: Future) -> bool:
+        return not future.cancelled() and future.exception() is None and bool(future.result())
+
+    def host_marked_down(self, future: Future) -> None:
+        ok = self._ok(future)
+        if ok:
+            self.profiler.record("T04", hostname=self.host)
+        self._count("host_marked_down", ok)
+
+    def vm_reset(self, future: Future) -> None:
+        self._count("vms_set_error" if self._ok(future) else "vms_failed", True)
+
+    def _count(self, key: str, value: bool) -> None:
+        with self._lock:
+            if key == "host_marked_down":
+                self.outcome[key] = value
+            else:
+                self.outcome[key] += 1
+            self._left -= 1
+            last = self._left == 0
+        if last:
+            if self.outcome["vms_set_error"]:
+                self.profiler.record("T03", hostname=self.host,
+                                     servers=self.outcome["vms_set_error"])
+            self._finish(self.outcome)

@@ -1,0 +1,218 @@
+"""The Inspector's logic with an in-memory controller and publisher (fakes of one class each)."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+
+import pytest
+
+from controller.base import Controller, ControllerError, NotFound, Server
+from doctor.config import build
+from doctor.events import HOST_DOWN, HOST_UP, HostEvent, traits
+from doctor.store import make_engine
+from inspector.config import InspectorConfig
+from inspector.service import InspectorService
+from inspector.store import EventLog
+from notifier.base import EventPublisher
+
+
+class FakeController(Controller):
+    def __init__(self, servers):
+        self.servers = {s.id: s for s in servers}
+        self.forced: dict[str, bool] = {}
+        self.calls: list[tuple] = []
+        self.failures_left = 0
+        self.lock = threading.Lock()
+
+    def _maybe_fail(self):
+        with self.lock:
+            if self.failures_left:
+                self.failures_left -= 1
+                raise ControllerError("controller unreachable")
+
+    def list_servers(self, host=None):
+        return [s for s in self.servers.values() if host is None or s.host == host]
+
+    def force_down(self, host, down=True):
+        self._maybe_fail()
+        self.calls.append(("force_down", host, down))
+        self.forced[host] = down
+
+    def reset_state(self, server_id, state="error"):
+        self._maybe_fail()
+        if server_id not in self.servers:
+            raise NotFound(f"no server {server_id}")
+        self.calls.append(("reset_state", server_id, state))
+        self.servers[server_id] = dataclasses.replace(self.servers[server_id], state=state)
+
+    def host_status(self, server_id):
+        return "DOWN" if self.forced.get(self.servers[server_id].host) else "UP"
+
+    def close(self):
+        pass
+
+
+class RecordingPublisher(EventPublisher):
+    def __init__(self):
+        self.batches = []
+
+    def publish(self, events):
+        self.batches.append(events)
+
+
+def servers_on(host, count, project="p1"):
+    return [Server(id=f"{host}-vm{i}", name=f"vm{i}", project_id=project, host=host,
+                   state="active") for i in range(count)]
+
+
+def make_service(tmp_path, controller, publisher=None, **options):
+    config = build(InspectorConfig, "inspector", {
+        "token": "t", "database": f"sqlite:///{tmp_path}/inspector.db",
+        "call_retry_for_s": "5", **options})
+    service = InspectorService(config, controller, publisher or RecordingPublisher(),
+                               EventLog(make_engine(config.database)))
+    service.start()
+    assert service.wait_ready(5)
+    return service
+
+
+def wait_until(predicate, timeout_s=5.0):
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def down(host, at=None):
+    return HostEvent.new(HOST_DOWN, host, "mon", at)
+
+
+def test_host_down_resets_every_vm_marks_host_and_notifies_each(tmp_path):
+    controller = FakeController(servers_on("c1", 50) + servers_on("c2", 3))
+    publisher = RecordingPublisher()
+    service = make_service(tmp_path, controller, publisher)
+    try:
+        event = down("c1")
+        new, duplicates = service.submit([event])
+        assert new == [event] and duplicates == []
+        wait_until(lambda: service.log.get(event.monitor_event_id).status == "done")
+        assert controller.forced == {"c1": True}
+        assert sorted(c[1] for c in controller.calls if c[0] == "reset_state") == sorted(
+            s.id for s in controller.list_servers("c1"))
+        [notes] = publisher.batches
+        assert {traits(n)["instance_id"] for n in notes} == {f"c1-vm{i}" for i in range(50)}
+        assert all(traits(n)["state"] == "error" and traits(n)["project_id"] == "p1"
+                   for n in notes)
+        outcome = service.log.get(event.monitor_event_id).outcome
+        assert outcome == {"host_marked_down": True, "vms_set_error": 50, "vms_failed": 0}
+        assert service.host("c1")["state"] == "down"
+        assert service.host("c2")["state"] == "unknown"
+    finally:
+        service.stop()
+
+
+def test_a_duplicate_event_is_acted_on_once(tmp_path):
+    controller = FakeController(servers_on("c1", 2))
+    publisher = RecordingPublisher()
+    service = make_service(tmp_path, controller, publisher)
+    try:
+        event = down("c1")
+        service.submit([event])
+        new, duplicates = service.submit([event, event])
+        assert new == [] and len(duplicates) == 2
+        wait_until(lambda: service.log.get(event.monitor_event_id).status == "done")
+        time.sleep(0.1)
+        assert len(publisher.batches) == 1
+        assert [c for c in controller.calls if c[0] == "force_down"] == [
+            ("force_down", "c1", True)]
+    finally:
+        service.stop()
+
+
+def test_up_clears_the_flag_and_a_stale_down_is_skipped(tmp_path):
+    controller = FakeController(servers_on("c1", 1))
+    service = make_service(tmp_path, controller)
+    try:
+        first = down("c1", at=time.time() - 10)
+        up = HostEvent.new(HOST_UP, "c1", "mon")
+        service.submit([up])
+        wait_until(lambda: service.log.get(up.monitor_event_id).status == "done")
+        service.submit([first])  # older than the up already handled: a late retry
+        wait_until(lambda: service.log.get(first.monitor_event_id).status == "done")
+        assert service.log.get(first.monitor_event_id).outcome == {"skipped": "stale"}
+        assert controller.forced == {"c1": False}
+        assert service.host("c1")["state"] == "up"
+    finally:
+        service.stop()
+
+
+def test_controller_failures_are_retried_and_no_vm_is_skipped(tmp_path):
+    controller = FakeController(servers_on("c1", 20))
+    controller.failures_left = 12
+    service = make_service(tmp_path, controller, workers="4", call_retry_for_s="60")
+    try:
+        event = down("c1")
+        service.submit([event])
+        wait_until(lambda: service.log.get(event.monitor_event_id).status == "done", 20)
+        assert all(s.state == "error" for s in controller.list_servers("c1"))
+        assert controller.forced == {"c1": True}
+    finally:
+        service.stop()
+
+
+def test_pending_events_resume_after_a_restart_without_a_second_notification(tmp_path):
+    controller = FakeController(servers_on("c1", 3))
+    publisher = RecordingPublisher()
+    config = build(InspectorConfig, "inspector", {
+        "token": "t", "database": f"sqlite:///{tmp_path}/inspector.db"})
+    log = EventLog(make_engine(config.database))
+    accepted = down("c1")
+    notified = down("c2")
+    log.accept([accepted, notified])  # as if killed right after the 202 ...
+    log.mark_notified(notified.monitor_event_id)  # ... and once after notifying
+    controller.servers.update({s.id: s for s in servers_on("c2", 2)})
+    service = InspectorService(config, controller, publisher, log)
+    service.start()
+    try:
+        wait_until(lambda: all(log.get(e.monitor_event_id).status == "done"
+                               for e in (accepted, notified)))
+        notified_vms = {traits(n)["instance_id"] for batch in publisher.batches for n in batch}
+        assert notified_vms == {"c1-vm0", "c1-vm1", "c1-vm2"}
+        assert controller.forced == {"c1": True, "c2": True}
+    finally:
+        service.stop()
+
+
+def test_host_map_follows_controller_notifications(tmp_path):
+    from doctor.events import instance_update
+
+    controller = FakeController(servers_on("c1", 1))
+    service = make_service(tmp_path, controller)
+    try:
+        created = instance_update("new-vm", "active", "c1", "p1")
+        created["event_type"] = "compute.instance.create.end"
+        service.on_notifications([created])
+        assert {s.id for s in service.hostmap.servers_on("c1")} == {"c1-vm0", "new-vm"}
+        service.on_notifications([instance_update("new-vm", "active", "c2", "p1")])
+        assert {s.id for s in service.hostmap.servers_on("c2")} == {"new-vm"}
+        deleted = instance_update("new-vm", "active", "c2", "p1")
+        deleted["event_type"] = "compute.instance.delete.end"
+        service.on_notifications([deleted])
+        assert service.hostmap.servers_on("c2") == []
+    finally:
+        service.stop()
+
+
+@pytest.mark.parametrize("options, field", [
+    ({"token": ""}, "token"),
+    ({"token": "t", "controller": "nova2"}, "controller"),
+    ({"token": "t", "notifier_url": "localhost:8042"}, "notifier_url"),
+    ({"token": "t", "workers": "0"}, "workers"),
+])
+def test_bad_config_names_the_field(options, field):
+    from doctor.config import ConfigError
+
+    with pytest.raises(ConfigError, match=field):
+        build(InspectorConfig, "inspector", options)
