@@ -21,11 +21,16 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7", "scapy>=2.5", "ruff>=0.5"],
+        "bench": ["matplotlib>=3.7"],
     },
     entry_points={
         "console_scripts": [
             "doctor=doctor.cli:main",
             "doctor-monitor=monitor.cli:main",
+            "doctor-inspector=inspector.cli:main",
+            "doctor-controller=controller.cli:main",
+            "doctor-notifier=notifier.cli:main",
+            "doctor-consumer=consumer.cli:main",
         ],
     },
 )

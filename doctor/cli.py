@@ -37,6 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     detect_bench.add_arguments(detect)
     detect.set_defaults(func=detect_bench.run)
+    notify = benches.add_parser(
+        "notify", help="host down at the inspector -> every consumer notified, at 1 to 1000 "
+                       "VMs, shortcut and conservative paths (no root needed)")
+    from doctor.bench import notify as notify_bench
+
+    notify_bench.add_arguments(notify)
+    notify.set_defaults(func=notify_bench.run)
 
     scenario = commands.add_parser(
         "run", help="the fault-management case on namespaced test hosts: inject a host "

@@ -23,6 +23,9 @@ from doctor.eventsink import free_port
 
 LOG = logging.getLogger(__name__)
 READY_TIMEOUT_S = 30.0
+# A GET that answers 200 once a part is up.
+READY_PATHS = {"notifier": "/v2/alarms", "controller": "/v1/hosts", "inspector": "/hosts",
+               "consumer": "/failures"}
 
 
 @dataclass
@@ -33,6 +36,8 @@ class Part:
     url: str
     process: subprocess.Popen
     log_path: str
+    argv: list[str]
+    env: dict[str, str]
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -84,7 +89,7 @@ class Pipeline:
         self._start("notifier", urls["notifier"], "notifier.cli",
                     [*common, "--port", str(ports["notifier"]), "--token", self.token])
         self._start("controller", urls["controller"], "controller.cli",
-                    ["serve", *common, "--port", str(ports["controller"]), "--token",
+                    ["serve", "--log-level", "INFO", "--port", str(ports["controller"]), "--token",
                      self.token, "--notify-urls", ",".join(notify),
                      "--notify-token", self.token])
         self._start("inspector", urls["inspector"], "inspector.cli",
@@ -94,18 +99,27 @@ class Pipeline:
                      self.token, "--shortcut", str(self.shortcut).lower()])
         self._start("consumer", urls["consumer"], "consumer.cli",
                     [*common, "--port", str(ports["consumer"])])
-        for name, path in (("notifier", "/v2/alarms"), ("controller", "/v1/hosts"),
-                           ("inspector", "/hosts"), ("consumer", "/failures")):
+        for name, path in READY_PATHS.items():
             self._wait_ready(self.parts[name], path)
         return self
 
     def _start(self, name: str, url: str, module: str, argv: list[str]) -> None:
         log_path = os.path.join(self.workdir, f"{name}.log")
         env = {**os.environ, "DOCTOR_STATE_DIR": os.path.join(self.workdir, "state")}
-        with open(log_path, "w") as log:
-            process = subprocess.Popen([sys.executable, "-m", module, *argv], stdout=log,
-                                       stderr=subprocess.STDOUT, env=env)
-        self.parts[name] = Part(name, url, process, log_path)
+        argv = [sys.executable, "-m", module, *argv]
+        with open(log_path, "a") as log:
+            process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.parts[name] = Part(name, url, process, log_path, argv, env)
+
+    def restart(self, name: str) -> Part:
+        """Start a stopped (or killed) part again, same options, same state; wait for it."""
+        part = self.parts[name]
+        part.stop()
+        with open(part.log_path, "a") as log:
+            part.process = subprocess.Popen(part.argv, stdout=log, stderr=subprocess.STDOUT,
+                                            env=part.env)
+        self._wait_ready(part, READY_PATHS[name])
+        return part
 
     def headers(self) -> dict[str, str]:
         """What every client of these parts sends (the token, and Aodh's noauth identity)."""

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from waitress import wasyncore
 from waitress.server import create_server
 
 LOG = logging.getLogger(__name__)
@@ -46,6 +47,9 @@ class Server:
 
     def stop(self) -> None:
         self._server.close()
+        # close() only stops listening; open client connections would keep waitress's loop
+        # (and this join) alive for up to a 5 s poll, so they are closed too.
+        wasyncore.close_all(self._server._map)
         if self._thread is not None:
             self._thread.join(5)
 

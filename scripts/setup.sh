@@ -26,8 +26,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.installed-$(cat setup.py | sha1sum | cut -c1-12)
 if [ ! -e "$stamp" ]; then
-  echo "setup: installing the project and its test tools into .venv" >&2
+  echo "setup: installing the project, its test and benchmark tools into .venv" >&2
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e '.[test]'
+  .venv/bin/python -m pip install -q -e '.[test,bench]'
   rm -f .venv/.installed-* && touch "$stamp"
 fi

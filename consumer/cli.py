@@ -1,0 +1,74 @@
+"""``doctor-consumer``: the sample Consumer (VNFM side) that receives the alarm actions."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from consumer.config import ConsumerConfig
+from doctor import config as cfg
+from doctor import logs
+
+PROG = "doctor-consumer"
+
+EXAMPLES = """\
+examples:
+  doctor-consumer                                   # listens on 127.0.0.1:12346/failure
+  doctor-consumer --host 0.0.0.0 --recovery recreate --controller-url http://127.0.0.1:12347
+  doctor-consumer --config-file /etc/doctor/doctor.conf
+
+Each alarm is logged as "doctor consumer notified at <epoch seconds>"; GET /failures
+lists what was received.
+
+config file (INI; every option below also goes in [consumer]):
+  [consumer]
+  port = 12346
+  recovery = recreate
+  controller_url = http://controller:12347
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Receive the Notifier's alarm actions (POST /failure), log and "
+                               "keep them; optionally recreate the failed VMs on a healthy host.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration-s", type=float, default=None,
+                        help="stop by itself after this many seconds (default: run until "
+                             "SIGTERM or Ctrl-C)")
+    cfg.add_common_flags(parser, ConsumerConfig)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logs.setup(args.log_level)
+    try:
+        config = cfg.load(ConsumerConfig, "consumer", args.config_file,
+                          cfg.flag_values(args, ConsumerConfig))
+    except cfg.ConfigError as exc:
+        parser.exit(2, f"{PROG}: error: {exc}\n")
+    from consumer.sample import SampleConsumer
+
+    consumer = SampleConsumer(config)
+    try:
+        consumer.start()
+    except OSError as exc:
+        parser.exit(1, f"{PROG}: error: cannot listen on {config.host}:{config.port}: {exc}\n")
+    stopping = threading.Event()
+
+    def handle_signal(_signum: int, _frame: object) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, handle_signal)
+    signal.signal(signal.SIGINT, handle_signal)
+    stopping.wait(args.duration_s)
+    consumer.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""The sample Consumer's options (``[consumer]``; flags ``--port`` etc.)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from doctor.config import ConfigError, option
+
+RECOVERY_ACTIONS = ("none", "recreate")
+URL_RE = re.compile(r"^https?://[^/\s]+")
+
+
+@dataclass
+class ConsumerConfig:
+    """Options of the ``[consumer]`` section."""
+
+    host: str = option("127.0.0.1", help="address the alarm endpoint listens on")
+    port: int = option(12346, min=0, max=65535,
+                       help="port the alarm endpoint listens on (0: any free port)")
+    path: str = option("/failure", help="path of the alarm endpoint (the alarm action URL's "
+                                        "path)")
+    recovery: str = option(
+        "none", help="what to do for a failed VM: none, or recreate (a new VM with the same "
+                     "name and project on a healthy host, through the Controller, then delete "
+                     "the failed one)")
+    controller_url: str = option("", help="the Controller's base URL; needed by "
+                                          "recovery = recreate")
+    controller_token: str = option("", help="token sent as X-Auth-Token to the Controller "
+                                            "(never logged)")
+    profile_file: str = option("", help="append latency checkpoints (JSON lines) to this file")
+
+    def __post_init__(self) -> None:
+        if not self.path.startswith("/") or any(c.isspace() for c in self.path):
+            raise ConfigError(f"path: {self.path!r} must start with / and have no spaces")
+        if self.path == "/failures":
+            raise ConfigError("path: /failures is the list of notifications; choose another")
+        if self.recovery not in RECOVERY_ACTIONS:
+            raise ConfigError(f"recovery: {self.recovery!r} is not one of "
+                              f"{', '.join(RECOVERY_ACTIONS)}")
+        if self.controller_url and not URL_RE.match(self.controller_url):
+            raise ConfigError(f"controller_url: {self.controller_url!r} is not an http(s) URL")
+        if self.recovery == "recreate" and not self.controller_url:
+            raise ConfigError("controller_url: required when recovery = recreate")

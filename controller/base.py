@@ -1,0 +1,92 @@
+"""What a Controller promises the Inspector: Nova's calls that Doctor's fault management uses.
+
+Nova's names and meanings: ``force_down`` is ``services.force_down``
+(microversion 2.11+), ``reset_state`` is ``servers.reset_state``,
+``host_status`` is the server field of microversion 2.16+.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import asdict, dataclass
+from typing import Any
+
+# Nova's vm_state values; reset_state accepts any of them.
+VM_STATES = ("active", "building", "paused", "suspended", "stopped", "rescued", "resized",
+             "soft_deleted", "deleted", "error", "shelved", "shelved_offloaded")
+HOST_UP, HOST_DOWN, HOST_UNKNOWN = "UP", "DOWN", "UNKNOWN"
+
+
+@dataclass(frozen=True)
+class Server:
+    """A VM as the Controller knows it; ``state`` is Nova's vm_state ("active", "error", ...)."""
+
+    id: str
+    name: str
+    project_id: str
+    host: str
+    state: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Server:
+        return cls(id=data["id"], name=data["name"], project_id=data["project_id"],
+                   host=data["host"], state=data["state"])
+
+
+@dataclass(frozen=True)
+class Host:
+    """A compute host; ``forced_down`` is Nova's forced_down flag of its compute service."""
+
+    name: str
+    forced_down: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Host:
+        return cls(name=data["name"], forced_down=bool(data["forced_down"]))
+
+
+class ControllerError(RuntimeError):
+    """A Controller call failed; ``status`` is the HTTP status that fits it, when one does."""
+
+    default_status: int | None = None
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status if status is not None else self.default_status
+
+
+class NotFound(ControllerError):
+    """No such server or host."""
+
+    default_status = 404
+
+
+class Controller(abc.ABC):
+    """The inventory the Inspector reads and changes when a host fails."""
+
+    @abc.abstractmethod
+    def list_servers(self, host: str | None = None) -> list[Server]:
+        """Every server, or only those on ``host``."""
+
+    @abc.abstractmethod
+    def force_down(self, host: str, down: bool = True) -> None:
+        """Mark ``host``'s compute service forced down (or up again); NotFound if unknown."""
+
+    @abc.abstractmethod
+    def reset_state(self, server_id: str, state: str = "error") -> None:
+        """Set a server's vm_state; NotFound if there is no such server."""
+
+    @abc.abstractmethod
+    def host_status(self, server_id: str) -> str:
+        """"UP", "DOWN" (its host is forced down) or "UNKNOWN", as Nova 2.16+ reports it."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections and threads."""

@@ -1,0 +1,103 @@
+"""A Controller over the embedded Controller's REST API (``controller/api.py``)."""
+
+from __future__ import annotations
+
+import urllib.parse
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from controller.base import Controller, ControllerError, Host, NotFound, Server
+from doctor.http import TimeoutSession
+
+
+class ControllerClient(Controller):
+    """Talks to ``doctor-controller serve`` at ``url``; every call has a timeout.
+
+    Safe to share between threads; ``pool_size`` connections are kept open, so
+    that many parallel calls (the Inspector's bound) reuse connections.
+    """
+
+    def __init__(self, url: str, token: str = "", timeout_s: float = 5.0,
+                 pool_size: int = 64) -> None:
+        self.url = url.rstrip("/")
+        self.session = TimeoutSession(timeout_s, token)
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    # -- the Controller interface -------------------------------------------------------------
+
+    def list_servers(self, host: str | None = None) -> list[Server]:
+        params = {"host": host} if host is not None else None
+        body = self._call("GET", "/v1/servers", params=params)
+        return [Server.from_dict(item) for item in body["servers"]]
+
+    def force_down(self, host: str, down: bool = True) -> None:
+        self._call("PUT", f"/v1/hosts/{_quote(host)}", json={"forced_down": bool(down)})
+
+    def reset_state(self, server_id: str, state: str = "error") -> None:
+        self._call("POST", f"/v1/servers/{_quote(server_id)}/action",
+                   json={"reset-state": {"state": state}})
+
+    def host_status(self, server_id: str) -> str:
+        return self._call("GET", f"/v1/servers/{_quote(server_id)}")["server"]["host_status"]
+
+    def close(self) -> None:
+        self.session.close()
+
+    # -- the rest of the embedded Controller's API --------------------------------------------
+
+    def create_server(self, name: str, project_id: str, host: str) -> Server:
+        body = self._call("POST", "/v1/servers",
+                          json={"name": name, "project_id": project_id, "host": host})
+        return Server.from_dict(body["server"])
+
+    def get_server(self, server_id: str) -> Server:
+        return Server.from_dict(self._call("GET", f"/v1/servers/{_quote(server_id)}")["server"])
+
+    def delete_server(self, server_id: str) -> None:
+        self._call("DELETE", f"/v1/servers/{_quote(server_id)}")
+
+    def migrate_server(self, server_id: str, host: str) -> None:
+        self._call("POST", f"/v1/servers/{_quote(server_id)}/action",
+                   json={"migrate": {"host": host}})
+
+    def list_hosts(self) -> list[Host]:
+        return [Host.from_dict(item) for item in self._call("GET", "/v1/hosts")["hosts"]]
+
+    # -- inside -------------------------------------------------------------------------------
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The response's JSON (None when empty); ControllerError with the status otherwise."""
+        url = self.url + path
+        try:
+            response = self.session.request(method, url, **kwargs)
+        except requests.RequestException as exc:
+            raise ControllerError(f"{method} {url}: controller unreachable: "
+                                  f"{type(exc).__name__}: {exc}") from None
+        if response.status_code >= 400:
+            message = _error_message(response)
+            error = NotFound if response.status_code == 404 else ControllerError
+            raise error(f"{method} {url}: HTTP {response.status_code}: {message}",
+                        response.status_code)
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise ControllerError(f"{method} {url}: HTTP {response.status_code} but the body "
+                                  f"is not JSON: {response.text[:200]!r}",
+                                  response.status_code) from None
+
+
+def _quote(part: str) -> str:
+    return urllib.parse.quote(part, safe="")
+
+
+def _error_message(response: requests.Response) -> str:
+    try:
+        return str(response.json()["error"])
+    except (ValueError, KeyError, TypeError):
+        return response.text[:300] or response.reason or "no message"

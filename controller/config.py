@@ -1,0 +1,44 @@
+"""The embedded Controller's options (``[controller]``; flags ``--port`` etc.)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from doctor.config import ConfigError, option
+
+URL_RE = re.compile(r"^https?://[^/\s]+")
+
+
+def _default_database() -> str:
+    # Imported here: doctor.store pulls in SQLAlchemy, which the client commands do not need.
+    from doctor.store import default_url
+
+    return default_url("controller")
+
+
+@dataclass
+class ControllerConfig:
+    """Options of the ``[controller]`` section."""
+
+    host: str = option("127.0.0.1", help="address the REST API listens on")
+    port: int = option(12347, min=0, max=65535, help="port the REST API listens on "
+                                                      "(0: any free port)")
+    database: str = option(
+        default_factory=_default_database,
+        default_doc="sqlite:///$DOCTOR_STATE_DIR/controller.db (/var/lib/doctor)",
+        help="SQLAlchemy URL of the inventory (SQLite or PostgreSQL)")
+    token: str = option("", help="token clients must send as X-Auth-Token (never logged); "
+                                 "empty: none needed")
+    notify_urls: list[str] = option(
+        [], help="base URLs whose /v1/events receive every instance event (e.g. the "
+                 "Notifier and the Inspector), comma separated")
+    notify_token: str = option("", help="token sent as X-Auth-Token with the events "
+                                        "(never logged)")
+
+    def __post_init__(self) -> None:
+        for url in self.notify_urls:
+            if not URL_RE.match(url):
+                raise ConfigError(f"notify_urls: {url!r} is not an http(s) URL")
+        if not self.database.strip():
+            raise ConfigError("database: must be a SQLAlchemy URL, e.g. sqlite:///controller.db")

@@ -1,0 +1,264 @@
+"""Alarm actions: POST Aodh's alarm body to each ``alarm_actions`` URL, concurrently, with retries.
+
+Each action is one POST from a bounded thread pool, every POST with a timeout.
+Unlike Aodh's REST notifier (no timeout, no retry: a Consumer that is down
+loses the alarm), a failed POST (connection error, timeout, 5xx) is retried
+with exponential backoff until ``retry_for_s`` after the first attempt, then
+logged as lost with the alarm id and the URL. A 4xx (or a redirect) is the
+Consumer's final answer. Retries wait on a timer heap, not in a worker, so a
+Consumer that is down never holds up the alarms of another.
+
+Every request carries ``X-OpenStack-Request-Id`` (as Aodh sends it), the same
+on every retry, so a Consumer can tell a retry from a second alarm. Headers
+are never logged, and URLs are logged without credentials or query strings.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import logging
+import threading
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+
+from doctor import clock
+from doctor.http import TimeoutSession
+from doctor.profiler import Profiler
+from notifier.evaluator import Firing
+
+LOG = logging.getLogger(__name__)
+
+
+def redact(url: str) -> str:
+    """``url`` safe to log: no user:password@, no query string or fragment (tokens hide there)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = host + (f":{parts.port}" if parts.port else "")
+        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    except ValueError:
+        return "<unparsable URL>"
+
+
+@dataclass
+class _Delivery:
+    """One alarm action: a body for one URL, and how its attempts went."""
+
+    alarm_id: str
+    instance_id: str | None
+    url: str
+    payload: dict
+    body: bytes = b""
+    request_id: str = field(default_factory=lambda: f"req-{uuid.uuid4()}")
+    first_at: float = field(default_factory=clock.monotonic)
+    attempts: int = 0
+    delay_s: float = 0.0
+
+
+class ActionDispatcher:
+    """Sends alarm actions from ``workers`` threads; ``dispatch`` never blocks on the network."""
+
+    def __init__(self, timeout_s: float = 2.0, retry_for_s: float = 60.0,
+                 retry_initial_s: float = 0.05, retry_max_s: float = 2.0, workers: int = 32,
+                 profiler: Profiler | None = None) -> None:
+        self.timeout_s = timeout_s
+        self.retry_for_s = retry_for_s
+        self.retry_initial_s = retry_initial_s
+        self.retry_max_s = retry_max_s
+        self.profiler = profiler or Profiler()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="alarm-action")
+        self._local = threading.local()
+        self._sessions: list[TimeoutSession] = []
+        self._lock = threading.Condition()
+        self._retries: list[tuple[float, int, _Delivery]] = []  # heap of (due, seq, delivery)
+        self._seq = itertools.count()
+        self._inflight: dict[int, _Delivery] = {}  # by submission ticket
+        self._proxies: dict[str, dict[str, str]] = {}  # by scheme://host: from the environment
+        self._stopping = threading.Event()
+        self._scheduler: threading.Thread | None = None
+        self.counts = {"sent": 0, "delivered": 0, "refused": 0, "retried": 0, "lost": 0}
+
+    def start(self) -> ActionDispatcher:
+        self._scheduler = threading.Thread(target=self._schedule_retries,
+                                           name="alarm-action-retries", daemon=True)
+        self._scheduler.start()
+        return self
+
+    def dispatch(self, firings: list[Firing]) -> int:
+        """Queue one POST per firing and action URL; returns how many were queued."""
+        queued = 0
+        for firing in firings:
+            if not firing.actions:
+                continue
+            payload = firing.payload()
+            for url in firing.actions:
+                self._submit(_Delivery(firing.alarm_id, firing.instance_id, url, payload,
+                                       delay_s=self.retry_initial_s))
+                queued += 1
+        return queued
+
+    def _submit(self, delivery: _Delivery) -> None:
+        with self._lock:
+            if self._stopping.is_set():
+                self._lose(delivery, "the notifier is stopping")
+                return
+            ticket = next(self._seq)
+            self._inflight[ticket] = delivery
+        try:
+            future = self._pool.submit(self._attempt, delivery)
+        except RuntimeError:  # the pool shut down between the check and the submit
+            with self._lock:
+                self._inflight.pop(ticket, None)
+                self._lose(delivery, "the notifier is stopping")
+            return
+        # A callback, not a finally in _attempt: it also runs for attempts cancelled at stop.
+        future.add_done_callback(lambda f: self._done(f, ticket, delivery))
+
+    def _done(self, future: Future, ticket: int, delivery: _Delivery) -> None:
+        with self._lock:
+            self._inflight.pop(ticket, None)
+            if future.cancelled():
+                self._lose(delivery, "the notifier stopped before it was sent")
+            self._lock.notify_all()
+
+    def _session(self) -> TimeoutSession:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            # One per worker thread: requests sessions are not safe to share across threads.
+            session = self._local.session = TimeoutSession(self.timeout_s)
+            # requests re-reads the proxy environment on every call, which cost more CPU
+            # than the POST itself; _proxies_for looks it up once per host instead.
+            session.trust_env = False
+            with self._lock:
+                self._sessions.append(session)
+        return session
+
+    def _proxies_for(self, url: str) -> dict[str, str]:
+        """The environment's proxies (HTTP_PROXY, NO_PROXY ...) for ``url``'s host, cached."""
+        parts = urlsplit(url)
+        key = f"{parts.scheme}://{parts.netloc}"
+        proxies = self._proxies.get(key)
+        if proxies is None:
+            proxies = self._proxies[key] = requests.utils.get_environ_proxies(url)
+        return proxies
+
+    def _attempt(self, delivery: _Delivery) -> None:
+        try:
+            self._post(delivery)
+        except Exception:  # a bug must not kill the worker silently
+            LOG.exception("alarm %s: action to %s failed unexpectedly", delivery.alarm_id,
+                          redact(delivery.url))
+
+    def _post(self, delivery: _Delivery) -> None:
+        if not delivery.body:  # encoded here, in the pool, so dispatch() returns at once
+            delivery.body = json.dumps(delivery.payload).encode()
+        delivery.attempts += 1
+        sent_at = clock.now()
+        with self._lock:
+            self.counts["sent"] += 1
+        try:
+            response = self._session().post(
+                delivery.url, data=delivery.body, allow_redirects=False,
+                proxies=self._proxies_for(delivery.url),
+                headers={"Content-Type": "application/json",
+                         "X-OpenStack-Request-Id": delivery.request_id})
+        except requests.RequestException as exc:
+            # The exception's text would repeat the URL with its query string: name the kind.
+            problem = type(exc).__name__
+        else:
+            status = response.status_code
+            response.close()
+            if 200 <= status < 300:
+                with self._lock:
+                    self.counts["delivered"] += 1
+                self.profiler.record("T08", at=sent_at, alarm_id=delivery.alarm_id,
+                                     instance_id=delivery.instance_id)
+                LOG.debug("alarm %s: action to %s delivered (HTTP %d, attempt %d)",
+                          delivery.alarm_id, redact(delivery.url), status, delivery.attempts)
+                return
+            if status < 500:
+                with self._lock:
+                    self.counts["refused"] += 1
+                LOG.warning("alarm %s: action to %s refused with HTTP %d; not retried",
+                            delivery.alarm_id, redact(delivery.url), status)
+                return
+            problem = f"HTTP {status}"
+        self._retry(delivery, problem)
+
+    def _retry(self, delivery: _Delivery, problem: str) -> None:
+        elapsed = clock.monotonic() - delivery.first_at
+        with self._lock:
+            if self._stopping.is_set():
+                self._lose(delivery, f"{problem}; the notifier is stopping")
+                return
+            if elapsed + delivery.delay_s > self.retry_for_s:
+                self._lose(delivery, f"{problem}; gave up after {delivery.attempts} attempts "
+                                     f"in {elapsed:.1f} s")
+                return
+            if delivery.attempts == 1:
+                LOG.warning("alarm %s: action to %s failed (%s); retrying for up to %g s",
+                            delivery.alarm_id, redact(delivery.url), problem, self.retry_for_s)
+            self.counts["retried"] += 1
+            heapq.heappush(self._retries, (clock.monotonic() + delivery.delay_s,
+                                           next(self._seq), delivery))
+            delivery.delay_s = min(delivery.delay_s * 2, self.retry_max_s)
+            self._lock.notify_all()
+
+    def _lose(self, delivery: _Delivery, why: str) -> None:
+        """Called with the lock held."""
+        self.counts["lost"] += 1
+        LOG.error("alarm %s: action to %s lost: %s", delivery.alarm_id, redact(delivery.url),
+                  why)
+
+    def _schedule_retries(self) -> None:
+        while True:
+            with self._lock:
+                while not self._stopping.is_set():
+                    now = clock.monotonic()
+                    if self._retries and self._retries[0][0] <= now:
+                        break
+                    self._lock.wait(self._retries[0][0] - now if self._retries else None)
+                if self._stopping.is_set():
+                    return
+                due = []
+                now = clock.monotonic()
+                while self._retries and self._retries[0][0] <= now:
+                    due.append(heapq.heappop(self._retries)[2])
+            for delivery in due:
+                self._submit(delivery)
+
+    def pending(self) -> int:
+        """Actions queued, in flight or waiting to be retried."""
+        with self._lock:
+            return len(self._inflight) + len(self._retries)
+
+    def stop(self, timeout_s: float = 3.0) -> None:
+        """Stop within about ``timeout_s``: POSTs in flight may finish; the rest is logged lost."""
+        deadline = clock.monotonic() + timeout_s
+        with self._lock:
+            self._stopping.set()
+            self._lock.notify_all()
+            waiting = [entry[2] for entry in self._retries]
+            self._retries.clear()
+            for delivery in waiting:
+                self._lose(delivery, "the notifier stopped before its retry")
+        if self._scheduler is not None:
+            self._scheduler.join(max(0.0, deadline - clock.monotonic()))
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            while self._inflight and clock.monotonic() < deadline:
+                self._lock.wait(max(0.0, deadline - clock.monotonic()))
+            for delivery in list(self._inflight.values()):
+                self._lose(delivery, "still in flight when the notifier stopped")
+            self._inflight.clear()
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()

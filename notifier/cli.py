@@ -1,0 +1,92 @@
+"""``doctor-notifier``: the embedded Notifier as a daemon (Aodh's alarm API, event alarms)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from doctor import config as cfg
+from doctor import logs
+from notifier.config import NotifierConfig
+
+LOG = logging.getLogger("notifier")
+
+EXAMPLES = """\
+what it serves (port 8042, as Aodh):
+  /v2/alarms ...      Aodh's alarm API for event alarms, as python-aodhclient uses it.
+                      The caller is taken from X-User-Id, X-Project-Id, X-Roles (Aodh's
+                      noauth mode; aodhclient: --os-auth-type aodh-noauth).
+  POST /v1/events     a JSON list of events in Ceilometer's format (what the Inspector
+                      publishes); answered 202 at once, evaluated asynchronously. With
+                      --token, X-Auth-Token is required here.
+  A matching event fires the alarm: POST <alarm action URL> with Aodh's body
+  {alarm_name, alarm_id, severity, previous, current, reason, reason_data}.
+
+examples:
+  doctor-notifier --port 8042 --database sqlite:////var/lib/doctor/notifier.db
+  doctor-notifier --config-file /etc/doctor/doctor.conf
+
+  aodh --os-auth-type aodh-noauth --aodh-endpoint http://127.0.0.1:8042 \\
+      --user-id vnfm --project-id demo --roles admin \\
+      alarm create --type event --name vm1-error --event-type compute.instance.update \\
+      --query "traits.instance_id=<vm uuid>;traits.state=error" \\
+      --alarm-action http://127.0.0.1:12346/failure --repeat-actions false
+
+config file (INI; every option below also goes in [notifier]):
+  [notifier]
+  port = 8042
+  database = sqlite:////var/lib/doctor/notifier.db
+  action_retry_for_s = 60
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="doctor-notifier",
+        description="The embedded Notifier: keeps event alarms (Aodh's /v2/alarms API and "
+                    "semantics), evaluates the events posted to /v1/events against them and "
+                    "POSTs the alarm actions, retrying while the Consumer is down. Stops on "
+                    "SIGTERM or Ctrl-C.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cfg.add_common_flags(parser, NotifierConfig)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logs.setup(args.log_level)
+    try:
+        config = cfg.load(NotifierConfig, "notifier", args.config_file,
+                          cfg.flag_values(args, NotifierConfig))
+    except cfg.ConfigError as exc:
+        parser.exit(2, f"doctor-notifier: error: {exc}\n")
+    from doctor.wsgi import Server
+    from notifier.api import create_app
+    from notifier.embedded import EmbeddedNotifier
+
+    try:
+        service = EmbeddedNotifier(config)
+    except ArgumentError as exc:
+        parser.exit(2, f"doctor-notifier: error: [notifier] database: {exc}\n")
+    except (SQLAlchemyError, OSError) as exc:
+        parser.exit(1, f"doctor-notifier: error: [notifier] database: cannot open the alarm "
+                       f"store: {type(exc).__name__}: {getattr(exc, 'orig', None) or exc}\n")
+    try:
+        server = Server(create_app(service, config.token), config.host, config.port,
+                        threads=16, name="notifier")
+    except OSError as exc:
+        service.stop()
+        parser.exit(1, f"doctor-notifier: error: [notifier] host/port: cannot listen on "
+                       f"{config.host}:{config.port}: {exc.strerror or exc}\n")
+    service.start()
+    LOG.info("doctor-notifier serving Aodh's alarm API on %s", server.url)
+    server.serve_forever(on_stop=service.stop)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

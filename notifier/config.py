@@ -1,0 +1,53 @@
+"""The embedded Notifier's options (section ``[notifier]``): one place, with units and defaults.
+
+Port 8042 is Aodh's, so a VNFM's aodhclient set-up works unchanged against either.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from doctor.config import ConfigError, option
+from doctor.store import default_url
+
+
+@dataclass
+class NotifierConfig:
+    """Options of the ``[notifier]`` section (flags: ``--port`` etc.)."""
+
+    host: str = option("127.0.0.1", help="address the REST API listens on")
+    port: int = option(8042, min=0, max=65535,
+                       help="port of the REST API (Aodh's /v2/alarms and POST /v1/events); "
+                            "0 picks a free one")
+    database: str = option(default_factory=lambda: default_url("notifier"),
+                           default_doc="$DOCTOR_STATE_DIR/notifier.db",
+                           help="SQLAlchemy URL of the alarm store (sqlite:///PATH or "
+                                "postgresql://...)")
+    token: str = option("", help="token required as X-Auth-Token on POST /v1/events (never "
+                                 "logged); empty: the intake needs none. /v2/alarms takes the "
+                                 "caller from X-User-Id, X-Project-Id, X-Roles (Aodh's noauth)")
+    action_timeout_ms: int = option(2000, min=1, max=600_000,
+                                    help="timeout of one alarm action POST, ms")
+    action_retry_for_s: float = option(
+        60.0, min=0, max=86_400,
+        help="a failed alarm action POST (connection error, timeout, 5xx) is retried with "
+             "backoff for this long, then logged as lost; 4xx is final, s")
+    action_retry_initial_ms: int = option(50, min=1, max=600_000,
+                                          help="first retry delay of an alarm action, ms")
+    action_retry_max_ms: int = option(2000, min=1, max=600_000,
+                                      help="retry delay cap of an alarm action, ms")
+    action_workers: int = option(32, min=1, max=1024,
+                                 help="alarm action POSTs in flight at once")
+    profile_file: str = option("", help="append latency checkpoints T07 (evaluated event) and "
+                                        "T08 (fired alarm) to this file (JSON lines)")
+
+    def __post_init__(self) -> None:
+        if not self.host.strip():
+            raise ConfigError("host: must not be empty")
+        if not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", self.database):
+            raise ConfigError(f"database: {self.database!r} is not an SQLAlchemy URL "
+                              "(e.g. sqlite:////var/lib/doctor/notifier.db)")
+        if self.action_retry_max_ms < self.action_retry_initial_ms:
+            raise ConfigError(f"action_retry_max_ms: {self.action_retry_max_ms} is below "
+                              f"action_retry_initial_ms ({self.action_retry_initial_ms})")

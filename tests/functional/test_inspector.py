@@ -1,0 +1,114 @@
+"""The Inspector as a daemon, with the real controller, notifier and consumer processes."""
+
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+
+import pytest
+import requests
+
+from controller.client import ControllerClient
+from doctor.alarms import aodh_client, vm_error_alarm
+from doctor.events import HOST_DOWN, HostEvent
+from doctor.pipeline import Pipeline
+
+
+def wait_until(predicate, timeout_s, what):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def pipeline(tmp_path):
+    running = Pipeline(str(tmp_path)).start()
+    yield running
+    running.stop()
+
+
+def put_events(pipeline, body, token=None, method="PUT"):
+    headers = {"X-Auth-Token": pipeline.token if token is None else token}
+    return requests.request(method, pipeline.url("inspector") + "/events", json=body,
+                            headers=headers, timeout=5)
+
+
+def test_requests_without_the_token_get_401(pipeline):
+    event = HostEvent.new(HOST_DOWN, "compute-1", "m").to_doctor()
+    assert put_events(pipeline, [event], token="").status_code == 401
+    assert put_events(pipeline, [event], token="wrong").status_code == 401
+    response = requests.get(pipeline.url("inspector") + "/hosts", timeout=5)
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize("body, field", [
+    ("not json", "body"),
+    ([], "body"),
+    ([{"type": "compute.host.down", "time": "yesterday",
+       "details": {"hostname": "c1", "monitor": "m", "monitor_event_id": "1"}}],
+     "body[0].time"),
+    ([{"type": "compute.host.down", "time": "2026-11-22T00:00:00Z",
+       "details": {"hostname": "c1", "monitor": "m"}}], "body[0].details.monitor_event_id"),
+])
+def test_malformed_events_get_400_naming_the_field(pipeline, body, field):
+    if body == "not json":
+        response = requests.put(pipeline.url("inspector") + "/events", data="{oops",
+                                headers={"X-Auth-Token": pipeline.token}, timeout=5)
+    else:
+        response = put_events(pipeline, body)
+    assert response.status_code == 400
+    assert response.json()["field"] == field
+
+
+def test_post_and_a_bare_object_are_accepted_too(pipeline):
+    event = HostEvent.new(HOST_DOWN, "compute-9", "m").to_doctor()
+    response = put_events(pipeline, event, method="POST")
+    assert response.status_code == 202
+    assert response.json()["accepted"] == [event["details"]["monitor_event_id"]]
+    again = put_events(pipeline, [event])
+    assert again.json() == {"accepted": [], "duplicates": [event["details"]["monitor_event_id"]]}
+
+
+def test_killed_after_the_202_the_event_is_acted_on_once_after_restart(pipeline):
+    project = uuid.uuid4().hex
+    controller = ControllerClient(pipeline.url("controller"), pipeline.token)
+    vms = [controller.create_server(f"vm{i}", project, "compute-1").id for i in range(3)]
+    aodh = aodh_client(pipeline.url("notifier"), project)
+    for vm in vms:  # repeat_actions: a second notification would show as a second alarm
+        aodh.alarm.create({**vm_error_alarm(vm, pipeline.url("consumer") + "/failure"),
+                           "repeat_actions": True})
+    headers = {"X-Auth-Token": pipeline.token}
+    wait_until(lambda: requests.get(pipeline.url("inspector") + "/hosts/compute-1",
+                                    headers=headers, timeout=5).json().get("servers") == 3,
+               10, "the host map")
+    pipeline.parts["controller"].stop()  # the inspector cannot finish the controller calls
+    event = HostEvent.new(HOST_DOWN, "compute-1", "m").to_doctor()
+    assert put_events(pipeline, [event]).status_code == 202
+    notified = wait_until(lambda: (lambda n: n if len(n) >= 3 else None)(
+        requests.get(pipeline.url("consumer") + "/failures", timeout=5).json()),
+        10, "the shortcut notifications")
+    pipeline.parts["inspector"].stop(signal.SIGKILL)
+    pipeline.restart("controller")
+    pipeline.restart("inspector")
+    wait_until(lambda: all(controller.host_status(vm) == "DOWN" for vm in vms), 15,
+               "host_status DOWN")
+    servers = controller.list_servers("compute-1")
+    wait_until(lambda: all(s.state == "error" for s in controller.list_servers("compute-1")),
+               15, "every VM in error")
+    assert {s.id for s in servers} == set(vms)
+    host = requests.get(pipeline.url("inspector") + "/hosts/compute-1", headers=headers,
+                        timeout=5).json()
+    assert host["state"] == "down"
+    assert host["last_event"]["details"]["monitor_event_id"] == \
+        event["details"]["monitor_event_id"]
+    time.sleep(1.0)  # had the restarted inspector notified again, alarms would fire again
+    final = requests.get(pipeline.url("consumer") + "/failures", timeout=5).json()
+    assert len(final) == len(notified) == 3
+    log = open(pipeline.parts["inspector"].log_path).read()
+    assert "resuming 1 events accepted before a restart" in log
+    assert "were notified before a restart; not again" in log
