@@ -9,10 +9,17 @@ from doctor import logs
 
 
 def _config_doc(_args: argparse.Namespace) -> int:
+    from consumer.config import ConsumerConfig
+    from controller.config import ControllerConfig
     from doctor.config import doc_table
+    from inspector.config import InspectorConfig
     from monitor.config import MonitorConfig
+    from notifier.config import NotifierConfig
 
-    print(doc_table(MonitorConfig, "monitor"))
+    roles = [(MonitorConfig, "monitor"), (InspectorConfig, "inspector"),
+             (ControllerConfig, "controller"), (NotifierConfig, "notifier"),
+             (ConsumerConfig, "consumer")]
+    print("\n\n".join(doc_table(cls, section) for cls, section in roles))
     return 0
 
 

@@ -384,10 +384,14 @@ def complex_filter(expr: Any, where: str = "filter") -> Callable[[dict[str, Any]
     return _condition(field, COMPLEX_OPS[op], value, where)
 
 
+def _sort_value(value: Any) -> Any:
+    return value if isinstance(value, bool) else ("" if value is None else str(value))
+
+
 def _sorted(alarms: list[dict[str, Any]], sorts: list[tuple[str, bool]]) -> list[dict[str, Any]]:
     ordered = sorted(alarms, key=lambda a: a["alarm_id"])
     for field, descending in reversed(sorts):  # stable sorts, the last key first
-        ordered.sort(key=lambda a, f=field: _comparable(a.get(f), "")[0], reverse=descending)
+        ordered.sort(key=lambda a, f=field: _sort_value(a.get(f)), reverse=descending)
     return ordered
 
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.functional.conftest import require_root
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -17,15 +19,22 @@ def doctor(*argv: str, timeout_s: float = 300) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout_s)
 
 
-def test_doctor_run_detects_the_cut_host_and_passes():
+@pytest.mark.parametrize("vm_count, path", [(1, "shortcut"), (50, "shortcut"),
+                                           (10, "conservative")])
+def test_doctor_run_passes_end_to_end(vm_count, path):
     require_root()
-    result = doctor("run", "--index", "150")
+    result = doctor("run", "--index", "150", "--vm-count", str(vm_count), "--path", path)
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout[result.stdout.index("\n{") + 1:
                                       result.stdout.rindex("}") + 1])
-    assert report["passed"] and report["recovered"] and report["false_downs"] == []
-    assert 0 < report["detection_s"] <= report["event_received_s"] < 1.0
-    assert "T01 raw failure (monitor detected)" in report["profile_ms"]
+    assert report["passed"] and report["host_status_down"]
+    assert report["notified"] == vm_count
+    assert 0 < report["first_notification_s"] <= report["notification_time_s"] < 1.0
+    profile = report["profile"]
+    for checkpoint in ("T00", "T01", "T02", "T03", "T04", "T07", "T08", "T09"):
+        assert checkpoint in profile, checkpoint
+    assert profile["T09"]["count"] == vm_count
+    assert ("T05" in profile) == (path == "shortcut")
     assert "PASS" in result.stdout.splitlines()[-1]
 
 

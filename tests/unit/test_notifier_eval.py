@@ -377,3 +377,76 @@ def test_stop_is_bounded_while_retries_wait():
     dispatcher.stop(timeout_s=1)
     assert time.monotonic() - started < 2
     assert dispatcher.counts["lost"] == 50
+
+
+# -- the API's listing and queries (Flask's test client) -----------------------------------------
+
+@pytest.fixture
+def api(tmp_path):
+    from notifier.api import create_app
+
+    service = service_at(tmp_path)
+    app = create_app(service)
+    yield service, app.test_client()
+    service.stop()
+
+
+ADMIN = {"X-User-Id": "u1", "X-Project-Id": "p1", "X-Roles": "admin"}
+MEMBER = {"X-User-Id": "u2", "X-Project-Id": "p2", "X-Roles": "member"}
+
+
+def test_listing_filters_sorts_pages_and_scopes_by_project(api):
+    service, http = api
+    for name, project, enabled in [("b", "p1", True), ("a", "p1", False), ("c", "p2", True)]:
+        service.create_alarm(alarm(name=name, project=project, enabled=enabled,
+                                   timestamp=utc_iso(time.time())), "u", project)
+
+    def names(query, headers=ADMIN):
+        response = http.get("/v2/alarms?" + query, headers=headers)
+        assert response.status_code == 200, response.json
+        return [a["name"] for a in response.json]
+
+    assert names("sort=name:asc") == ["a", "b"]  # an admin sees its own project by default
+    assert names("sort=name:asc&q.field=all_projects&q.op=eq&q.value=true") == ["a", "b", "c"]
+    assert names("q.field=project_id&q.op=eq&q.value=p2") == ["c"]
+    assert names("q.field=enabled&q.op=eq&q.value=False") == ["a"]
+    assert names("sort=enabled:desc&sort=name:asc") == ["b", "a"]
+    assert names("sort=name:desc&limit=1") == ["b"]
+    first = http.get("/v2/alarms?sort=name:asc&limit=1", headers=ADMIN).json[0]["alarm_id"]
+    assert names(f"sort=name:asc&marker={first}") == ["b"]
+    assert names("sort=name:asc", MEMBER) == ["c"]
+    assert names("q.field=project_id&q.op=eq&q.value=p1", MEMBER) == []
+    for query, field in [("q.field=colour&q.op=eq&q.value=red", "q.field[0]"),
+                         ("q.field=name&q.op=like&q.value=a", "q.op[0]"),
+                         ("q.field=enabled&q.value=maybe", "q.field[0]"),
+                         ("sort=name:sideways", "sort"), ("limit=0", "limit"),
+                         ("marker=nope", "marker")]:
+        response = http.get("/v2/alarms?" + query, headers=ADMIN)
+        assert (response.status_code, response.json["field"]) == (400, field), query
+
+
+def test_the_complex_query_that_the_cli_uses_to_find_names(api):
+    service, http = api
+    for name, severity in [("x", "low"), ("y", "critical"), ("z", "critical")]:
+        service.create_alarm(alarm(name=name, severity=severity,
+                                   timestamp=utc_iso(time.time())), "u", "p1")
+
+    def query(expr, orderby=None):
+        body = {"filter": json.dumps(expr)}
+        if orderby:
+            body["orderby"] = json.dumps(orderby)
+        response = http.post("/v2/query/alarms", json=body, headers=ADMIN)
+        assert response.status_code == 200, response.json
+        return [a["name"] for a in response.json]
+
+    assert query({"=": {"name": "y"}}) == ["y"]
+    assert query({"and": [{"=": {"severity": "critical"}}, {"not": {"=": {"name": "y"}}}]}) \
+        == ["z"]
+    assert query({"or": [{"=": {"name": "x"}}, {"in": {"name": ["z"]}}]},
+                 [{"name": "desc"}]) == ["z", "x"]
+    other_project = http.post("/v2/query/alarms", headers=MEMBER,
+                              json={"filter": json.dumps({"=": {"name": "y"}})})
+    assert other_project.status_code == 200 and other_project.json == []
+    response = http.post("/v2/query/alarms", json={"filter": '{"~": {"name": "y"}}'},
+                         headers=ADMIN)
+    assert response.status_code == 400 and "unknown operator" in response.json["error"]
