@@ -13,14 +13,13 @@ setup(
                                     "inspector.*", "controller", "controller.*", "notifier",
                                     "notifier.*", "consumer", "consumer.*"]),
     install_requires=[
-        "requests>=2.28",
         "flask>=3.0",
         "waitress>=3.0",
         "SQLAlchemy>=2.0",
         "aodhclient>=3.0",
     ],
     extras_require={
-        "test": ["pytest>=7", "scapy>=2.5", "ruff>=0.5"],
+        "test": ["pytest>=7", "scapy>=2.5", "ruff>=0.5", "requests>=2.28"],
         "bench": ["matplotlib>=3.7"],
     },
     entry_points={

@@ -5,27 +5,20 @@ from __future__ import annotations
 import urllib.parse
 from typing import Any
 
-import requests
-from requests.adapters import HTTPAdapter
-
 from controller.base import Controller, ControllerError, Host, NotFound, Server
-from doctor.http import TimeoutSession
+from doctor.http import HttpClient, HttpError, HttpResponse
 
 
 class ControllerClient(Controller):
     """Talks to ``doctor-controller serve`` at ``url``; every call has a timeout.
 
-    Safe to share between threads; ``pool_size`` connections are kept open, so
-    that many parallel calls (the Inspector's bound) reuse connections.
+    Safe to share between threads: each thread keeps its own connection open, so
+    many parallel calls (the Inspector's bound) reuse connections.
     """
 
-    def __init__(self, url: str, token: str = "", timeout_s: float = 5.0,
-                 pool_size: int = 64) -> None:
+    def __init__(self, url: str, token: str = "", timeout_s: float = 5.0) -> None:
         self.url = url.rstrip("/")
-        self.session = TimeoutSession(timeout_s, token)
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        self.session = HttpClient(timeout_s, token)
 
     # -- the Controller interface -------------------------------------------------------------
 
@@ -74,30 +67,29 @@ class ControllerClient(Controller):
         url = self.url + path
         try:
             response = self.session.request(method, url, **kwargs)
-        except requests.RequestException as exc:
-            raise ControllerError(f"{method} {url}: controller unreachable: "
-                                  f"{type(exc).__name__}: {exc}") from None
-        if response.status_code >= 400:
+        except HttpError as exc:
+            raise ControllerError(f"controller unreachable: {exc}") from None
+        if response.status >= 400:
             message = _error_message(response)
-            error = NotFound if response.status_code == 404 else ControllerError
-            raise error(f"{method} {url}: HTTP {response.status_code}: {message}",
-                        response.status_code)
-        if not response.content:
+            error = NotFound if response.status == 404 else ControllerError
+            raise error(f"{method} {url}: HTTP {response.status}: {message}",
+                        response.status)
+        if not response.body:
             return None
         try:
             return response.json()
         except ValueError:
-            raise ControllerError(f"{method} {url}: HTTP {response.status_code} but the body "
+            raise ControllerError(f"{method} {url}: HTTP {response.status} but the body "
                                   f"is not JSON: {response.text[:200]!r}",
-                                  response.status_code) from None
+                                  response.status) from None
 
 
 def _quote(part: str) -> str:
     return urllib.parse.quote(part, safe="")
 
 
-def _error_message(response: requests.Response) -> str:
+def _error_message(response: HttpResponse) -> str:
     try:
         return str(response.json()["error"])
     except (ValueError, KeyError, TypeError):
-        return response.text[:300] or response.reason or "no message"
+        return response.text[:300] or "no message"

@@ -17,9 +17,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-import requests
-
 from doctor.eventsink import free_port
+from doctor.http import HttpClient, HttpError
 
 LOG = logging.getLogger(__name__)
 READY_TIMEOUT_S = 30.0
@@ -126,15 +125,21 @@ class Pipeline:
         return {"X-Auth-Token": self.token, "X-User-Id": "doctor", "X-Project-Id": "doctor",
                 "X-Roles": "admin"}
 
+    def client(self, timeout_s: float = 10.0) -> HttpClient:
+        """An HTTP client that sends ``headers()``."""
+        return HttpClient(timeout_s, headers=self.headers())
+
     def _wait_ready(self, part: Part, path: str) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
+        client = self.client(timeout_s=1.0)
         while time.monotonic() < deadline:
             if not part.alive():
                 raise RuntimeError(f"{part.name} exited at start:\n{part.log_tail()}")
             try:
-                if requests.get(part.url + path, headers=self.headers(), timeout=1).ok:
+                if client.get(part.url + path).ok:
+                    client.close()
                     return
-            except requests.RequestException:
+            except HttpError:
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"{part.name} not ready within {READY_TIMEOUT_S:.0f} s:\n"

@@ -33,6 +33,7 @@ class Profiler:
 
     def __init__(self, path: str = "") -> None:
         self.path = path
+        self._fd: int | None = None
 
     def record(self, checkpoint: str, at: float | None = None, **fields: Any) -> None:
         if not self.path:
@@ -41,11 +42,9 @@ class Profiler:
             raise ValueError(f"unknown checkpoint {checkpoint!r}")
         line = {"checkpoint": checkpoint, "time": clock.now() if at is None else at, **fields}
         data = (json.dumps(line, sort_keys=True) + "\n").encode()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
+        if self._fd is None:  # opened once: a checkpoint costs one write(2)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.write(self._fd, data)
 
 
 def read(path: str) -> list[dict[str, Any]]:

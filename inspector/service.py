@@ -25,7 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from controller.base import Controller, ControllerError, NotFound
+from controller.base import Controller, ControllerError, NotFound, Server
 from doctor import clock
 from doctor.events import HOST_DOWN, HostEvent, instance_update
 from doctor.profiler import Profiler
@@ -199,7 +199,12 @@ class InspectorService:
         found_at = clock.now()
         self.profiler.record("T02", found_at, hostname=host, servers=len(servers))
         LOG.warning("%s is down (%s): %d VMs affected", host, event_id, len(servers))
-        # Controller calls first, so they run while the notification is published.
+        if self.config.shortcut:
+            # Published before the controller calls start: those run in many threads, which
+            # would hold this one (and the GIL) back from the POST the consumers wait for.
+            self._shortcut(event_id, host, servers)
+        else:
+            self.log.mark_notified(event_id)  # the controller's own notifications carry it
         progress = _Progress(host, len(servers), self.profiler,
                              lambda outcome: self._finish(event, outcome))
         self._pool.submit(self._call, f"force {host} down", self.controller.force_down,
@@ -208,9 +213,8 @@ class InspectorService:
             self._pool.submit(self._call, f"reset {server.id} on {host} to error",
                               self.controller.reset_state, server.id, "error"
                               ).add_done_callback(progress.vm_reset)
-        if not self.config.shortcut:
-            self.log.mark_notified(event_id)  # the controller's notifications carry it
-            return
+
+    def _shortcut(self, event_id: str, host: str, servers: list[Server]) -> None:
         stored = self.log.get(event_id)
         if stored is not None and stored.notified_at is not None:
             LOG.info("%s: VM errors were notified before a restart; not again", event_id)

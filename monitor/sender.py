@@ -18,10 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
-import requests
-
 from doctor.events import HostEvent
-from doctor.http import TimeoutSession
+from doctor.http import HttpClient, HttpError
 
 LOG = logging.getLogger(__name__)
 MAX_BATCH = 100
@@ -51,7 +49,7 @@ class EventSender:
         self.retry_max_s = retry_max_s
         self.stream = stream if stream is not None else sys.stdout
         self.on_delivered = on_delivered
-        self.session = TimeoutSession(timeout_s, token)
+        self.session = HttpClient(timeout_s, token)
         self._queue: queue.Queue[HostEvent] = queue.Queue()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="event-sender", daemon=True)
@@ -105,20 +103,20 @@ class EventSender:
             attempts += 1
             try:
                 response = self.session.put(self.url, json=body)
-            except requests.RequestException as exc:
-                problem = f"{type(exc).__name__}: {exc}"
+            except HttpError as exc:
+                problem = str(exc)
             else:
-                if response.status_code < 300:
+                if response.status < 300:
                     LOG.info("inspector accepted %s (HTTP %d, attempt %d)", ids,
-                             response.status_code, attempts)
-                    self._done(batch, response.status_code, attempts)
+                             response.status, attempts)
+                    self._done(batch, response.status, attempts)
                     return
-                if 400 <= response.status_code < 500:
+                if 400 <= response.status < 500:
                     LOG.error("inspector refused %s with HTTP %d: %s; not retrying", ids,
-                              response.status_code, response.text[:500])
-                    self._done(batch, response.status_code, attempts)
+                              response.status, response.text[:500])
+                    self._done(batch, response.status, attempts)
                     return
-                problem = f"HTTP {response.status_code}"
+                problem = f"HTTP {response.status}"
             if attempts == 1 or attempts % 10 == 0:
                 LOG.warning("delivering %s to %s failed (%s); retrying every <= %.1f s",
                             ids, self.url, problem, self.retry_max_s)

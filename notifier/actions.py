@@ -25,10 +25,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
-import requests
-
 from doctor import clock
-from doctor.http import TimeoutSession
+from doctor.http import HttpClient, HttpError
 from doctor.profiler import Profiler
 from notifier.evaluator import Firing
 
@@ -75,13 +73,13 @@ class ActionDispatcher:
         self.retry_max_s = retry_max_s
         self.profiler = profiler or Profiler()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="alarm-action")
-        self._local = threading.local()
-        self._sessions: list[TimeoutSession] = []
+        # Alarm actions go straight to the consumer (no proxy), one kept-alive connection
+        # per worker thread and consumer.
+        self._client = HttpClient(timeout_s, headers={"Content-Type": "application/json"})
         self._lock = threading.Condition()
         self._retries: list[tuple[float, int, _Delivery]] = []  # heap of (due, seq, delivery)
         self._seq = itertools.count()
         self._inflight: dict[int, _Delivery] = {}  # by submission ticket
-        self._proxies: dict[str, dict[str, str]] = {}  # by scheme://host: from the environment
         self._stopping = threading.Event()
         self._scheduler: threading.Thread | None = None
         self.counts = {"sent": 0, "delivered": 0, "refused": 0, "retried": 0, "lost": 0}
@@ -129,27 +127,6 @@ class ActionDispatcher:
                 self._lose(delivery, "the notifier stopped before it was sent")
             self._lock.notify_all()
 
-    def _session(self) -> TimeoutSession:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            # One per worker thread: requests sessions are not safe to share across threads.
-            session = self._local.session = TimeoutSession(self.timeout_s)
-            # requests re-reads the proxy environment on every call, which cost more CPU
-            # than the POST itself; _proxies_for looks it up once per host instead.
-            session.trust_env = False
-            with self._lock:
-                self._sessions.append(session)
-        return session
-
-    def _proxies_for(self, url: str) -> dict[str, str]:
-        """The environment's proxies (HTTP_PROXY, NO_PROXY ...) for ``url``'s host, cached."""
-        parts = urlsplit(url)
-        key = f"{parts.scheme}://{parts.netloc}"
-        proxies = self._proxies.get(key)
-        if proxies is None:
-            proxies = self._proxies[key] = requests.utils.get_environ_proxies(url)
-        return proxies
-
     def _attempt(self, delivery: _Delivery) -> None:
         try:
             self._post(delivery)
@@ -165,17 +142,14 @@ class ActionDispatcher:
         with self._lock:
             self.counts["sent"] += 1
         try:
-            response = self._session().post(
-                delivery.url, data=delivery.body, allow_redirects=False,
-                proxies=self._proxies_for(delivery.url),
-                headers={"Content-Type": "application/json",
-                         "X-OpenStack-Request-Id": delivery.request_id})
-        except requests.RequestException as exc:
+            response = self._client.post(
+                delivery.url, data=delivery.body,
+                headers={"X-OpenStack-Request-Id": delivery.request_id})
+        except HttpError as exc:
             # The exception's text would repeat the URL with its query string: name the kind.
             problem = type(exc).__name__
         else:
-            status = response.status_code
-            response.close()
+            status = response.status
             if 200 <= status < 300:
                 with self._lock:
                     self.counts["delivered"] += 1
@@ -259,6 +233,4 @@ class ActionDispatcher:
             for delivery in list(self._inflight.values()):
                 self._lose(delivery, "still in flight when the notifier stopped")
             self._inflight.clear()
-            sessions, self._sessions = self._sessions, []
-        for session in sessions:
-            session.close()
+        self._client.close()

@@ -37,7 +37,7 @@ class NotifierConfig:
                                           help="first retry delay of an alarm action, ms")
     action_retry_max_ms: int = option(2000, min=1, max=600_000,
                                       help="retry delay cap of an alarm action, ms")
-    action_workers: int = option(32, min=1, max=1024,
+    action_workers: int = option(16, min=1, max=1024,
                                  help="alarm action POSTs in flight at once")
     profile_file: str = option("", help="append latency checkpoints T07 (evaluated event) and "
                                         "T08 (fired alarm) to this file (JSON lines)")

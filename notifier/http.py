@@ -6,9 +6,7 @@ import logging
 import time
 from typing import Any
 
-import requests
-
-from doctor.http import TimeoutSession
+from doctor.http import HttpClient, HttpError
 from notifier.base import EventPublisher, PublishError
 
 LOG = logging.getLogger(__name__)
@@ -20,7 +18,7 @@ class HttpPublisher(EventPublisher):
     def __init__(self, url: str, token: str = "", timeout_s: float = 2.0,
                  attempts: int = 5, retry_delay_s: float = 0.05) -> None:
         self.url = url.rstrip("/") + "/v1/events"
-        self.session = TimeoutSession(timeout_s, token)
+        self.session = HttpClient(timeout_s, token)
         self.attempts = attempts
         self.retry_delay_s = retry_delay_s
 
@@ -31,13 +29,13 @@ class HttpPublisher(EventPublisher):
         for attempt in range(1, self.attempts + 1):
             try:
                 response = self.session.post(self.url, json=events)
-            except requests.RequestException as exc:
-                problem = f"{type(exc).__name__}: {exc}"
+            except HttpError as exc:
+                problem = str(exc)
             else:
-                if response.status_code < 300:
+                if response.status < 300:
                     return
-                problem = f"HTTP {response.status_code}: {response.text[:300]}"
-                if 400 <= response.status_code < 500:
+                problem = f"HTTP {response.status}: {response.text[:300]}"
+                if 400 <= response.status < 500:
                     break  # the Notifier refused them: retrying will not help
             if attempt < self.attempts:
                 LOG.warning("publishing %d events to %s failed (%s); retry %d/%d",

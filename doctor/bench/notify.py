@@ -22,8 +22,6 @@ import time
 import uuid
 from typing import Any
 
-import requests
-
 from doctor import clock
 from doctor.alarms import aodh_client, create_vm_alarms, rearm
 from doctor.bench.report import emit, summary_ms, table
@@ -43,7 +41,7 @@ class Bed:
         self.project = uuid.uuid4().hex
         self.controller = ControllerClient(pipeline.url("controller"), pipeline.token)
         self.aodh = aodh_client(pipeline.url("notifier"), self.project)
-        self.headers = {"X-Auth-Token": pipeline.token}
+        self.http = pipeline.client()
         self.vms: dict[str, list[str]] = {}
         self.alarms: dict[str, list[str]] = {}
 
@@ -57,8 +55,7 @@ class Bed:
                    f"the inspector to map {count} VMs on {host}")
 
     def _inspector_host(self, host: str) -> dict[str, Any]:
-        response = requests.get(f"{self.pipeline.url('inspector')}/hosts/{host}",
-                                headers=self.headers, timeout=5)
+        response = self.http.get(f"{self.pipeline.url('inspector')}/hosts/{host}")
         return response.json() if response.ok else {}
 
     @staticmethod
@@ -70,18 +67,19 @@ class Bed:
             time.sleep(0.01)
 
     def _notified(self) -> list[dict[str, Any]]:
-        return requests.get(self.pipeline.url("consumer") + "/failures", timeout=10).json()
+        return self.http.get(self.pipeline.url("consumer") + "/failures").json()
 
     def fail(self, hosts: list[str]) -> tuple[float, float]:
         """Fail the hosts at once; (first, last) consumer notification after the event."""
-        requests.delete(self.pipeline.url("consumer") + "/failures", timeout=10)
+        self.http.delete(self.pipeline.url("consumer") + "/failures")
         expected = sum(len(self.vms[h]) for h in hosts)
         events = [HostEvent.new(HOST_DOWN, h, "bench") for h in hosts]
         sent_at = events[0].time
-        response = requests.put(self.pipeline.url("inspector") + "/events",
-                                json=[e.to_doctor() for e in events], headers=self.headers,
-                                timeout=10)
-        response.raise_for_status()
+        response = self.http.put(self.pipeline.url("inspector") + "/events",
+                                 json=[e.to_doctor() for e in events])
+        if response.status != 202:
+            raise RuntimeError(f"the inspector answered HTTP {response.status}: "
+                               f"{response.text}")
         got: list[dict[str, Any]] = []
 
         def all_notified() -> bool:
@@ -94,9 +92,11 @@ class Bed:
 
     def recover(self, hosts: list[str]) -> None:
         events = [HostEvent.new(HOST_UP, h, "bench") for h in hosts]
-        requests.put(self.pipeline.url("inspector") + "/events",
-                     json=[e.to_doctor() for e in events], headers=self.headers,
-                     timeout=10).raise_for_status()
+        response = self.http.put(self.pipeline.url("inspector") + "/events",
+                                 json=[e.to_doctor() for e in events])
+        if response.status != 202:
+            raise RuntimeError(f"the inspector answered HTTP {response.status}: "
+                               f"{response.text}")
         for host in hosts:
             rearm(self.aodh, self.alarms[host])
             for vm in self.vms[host]:

@@ -21,8 +21,6 @@ import time
 import uuid
 from typing import Any
 
-import requests
-
 from doctor import profiler
 from doctor.alarms import aodh_client, create_vm_alarms
 from doctor.bench.report import table
@@ -49,14 +47,14 @@ def wait_for(what: str, predicate: Any, timeout_s: float, interval_s: float = 0.
 
 
 def notifications(pipeline: Pipeline) -> list[dict[str, Any]]:
-    response = requests.get(pipeline.url("consumer") + "/failures", timeout=5)
-    response.raise_for_status()
+    response = pipeline.client().get(pipeline.url("consumer") + "/failures")
+    if not response.ok:
+        raise ScenarioError(f"the consumer answered HTTP {response.status}: {response.text}")
     return response.json()
 
 
 def inspector_host(pipeline: Pipeline, name: str) -> dict[str, Any]:
-    response = requests.get(f"{pipeline.url('inspector')}/hosts/{name}",
-                            headers=pipeline.headers(), timeout=5)
+    response = pipeline.client().get(f"{pipeline.url('inspector')}/hosts/{name}")
     return response.json() if response.ok else {}
 
 
