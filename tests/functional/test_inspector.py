@@ -112,3 +112,23 @@ def test_killed_after_the_202_the_event_is_acted_on_once_after_restart(pipeline)
     log = open(pipeline.parts["inspector"].log_path).read()
     assert "resuming 1 events accepted before a restart" in log
     assert "were notified before a restart; not again" in log
+
+
+def test_host_map_follows_vms_created_moved_and_deleted_without_a_restart(pipeline):
+    controller = ControllerClient(pipeline.url("controller"), pipeline.token)
+    headers = {"X-Auth-Token": pipeline.token}
+
+    def servers_on(host):
+        response = requests.get(f"{pipeline.url('inspector')}/hosts/{host}", headers=headers,
+                                timeout=5)
+        return response.json()["servers"] if response.ok else 0
+
+    vm = controller.create_server("vm", "p", "compute-1")
+    other = controller.create_server("other", "p", "compute-2")
+    wait_until(lambda: servers_on("compute-1") == 1 and servers_on("compute-2") == 1, 5,
+               "created VMs in the map")
+    controller.migrate_server(vm.id, "compute-2")
+    wait_until(lambda: servers_on("compute-1") == 0 and servers_on("compute-2") == 2, 5,
+               "the moved VM in the map")
+    controller.delete_server(other.id)
+    wait_until(lambda: servers_on("compute-2") == 1, 5, "the deleted VM out of the map")

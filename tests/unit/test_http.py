@@ -1,0 +1,101 @@
+"""The one HTTP client: timeouts, kept-alive connections, and servers that drop them."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from doctor.http import HttpClient, HttpError
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive
+    seen: list[str] = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        Handler.seen.append(self.headers.get("X-Auth-Token", ""))
+        if self.path == "/slow":
+            time.sleep(1.0)
+        answer = json.dumps({"echo": json.loads(body), "path": self.path}).encode()
+        self.send_response(201)
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+        if self.path == "/then-close":  # as a server whose keep-alive timer ran out
+            self.close_connection = True
+
+    do_PUT = do_POST
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def url(server, path="/x"):
+    return f"http://127.0.0.1:{server.server_address[1]}{path}"
+
+
+def test_json_round_trip_with_token_and_params(server):
+    client = HttpClient(2.0, token="secret")
+    response = client.post(url(server), json={"a": 1}, params={"q": "a b"})
+    assert response.status == 201 and response.ok
+    assert response.json() == {"echo": {"a": 1}, "path": "/x?q=a+b"}
+    assert Handler.seen[-1] == "secret"
+    client.close()
+
+
+def test_a_connection_the_server_dropped_is_replaced(server):
+    client = HttpClient(2.0)
+    assert client.post(url(server, "/then-close"), json=1).ok
+    time.sleep(0.1)  # the server has closed its end of the kept-alive connection
+    assert client.post(url(server), json=2).json()["echo"] == 2
+    client.close()
+
+
+def test_timeout_is_an_http_error_naming_it(server):
+    client = HttpClient(0.2)
+    started = time.monotonic()
+    with pytest.raises(HttpError, match="timed out"):
+        client.post(url(server, "/slow"), json={})
+    assert time.monotonic() - started < 1.0
+
+
+def test_refused_and_bad_urls_are_http_errors():
+    client = HttpClient(1.0)
+    with pytest.raises(HttpError, match="ConnectionRefusedError"):
+        client.get("http://127.0.0.1:9/")
+    with pytest.raises(HttpError, match="not an http"):
+        client.get("ftp://example.invalid/")
+
+
+def test_threads_use_their_own_connections(server):
+    client = HttpClient(2.0)
+    errors = []
+
+    def work(n):
+        try:
+            for i in range(20):
+                assert client.put(url(server), json=[n, i]).json()["echo"] == [n, i]
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and len(client._all) == 8
+    client.close()
