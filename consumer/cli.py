@@ -9,7 +9,6 @@ import threading
 
 from consumer.config import ConsumerConfig
 from doctor import config as cfg
-from doctor import logs
 
 PROG = "doctor-consumer"
 
@@ -45,12 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logs.setup(args.log_level)
-    try:
-        config = cfg.load(ConsumerConfig, "consumer", args.config_file,
-                          cfg.flag_values(args, ConsumerConfig))
-    except cfg.ConfigError as exc:
-        parser.exit(2, f"{PROG}: error: {exc}\n")
+    config = cfg.from_args(parser, args, ConsumerConfig, "consumer")
     from consumer.sample import SampleConsumer
 
     consumer = SampleConsumer(config)

@@ -66,12 +66,7 @@ def _positive_float(text: str) -> float:
 
 def serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """Serve the REST API over the inventory until SIGTERM."""
-    logs.setup(args.log_level)
-    try:
-        config = cfg.load(ControllerConfig, "controller", args.config_file,
-                          cfg.flag_values(args, ControllerConfig))
-    except cfg.ConfigError as exc:
-        parser.exit(2, f"{PROG}: error: {exc}\n")
+    config = cfg.from_args(parser, args, ControllerConfig, "controller")
     # Imported here so that the client commands stay quick to start.
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 

@@ -64,10 +64,14 @@ def _convert_one(kind: Any, text: str) -> Any:
         if lowered in ("0", "false", "no", "off"):
             return False
         raise ValueError(f"expected true or false, got {text!r}")
-    if kind is int:
-        return int(text)
-    if kind is float:
-        return float(text)
+    try:
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+    except ValueError:
+        raise ValueError(f"expected a {'whole ' if kind is int else ''}number, "
+                         f"got {text!r}") from None
     return text
 
 
@@ -219,3 +223,16 @@ def add_common_flags(parser: argparse.ArgumentParser, cls: type) -> None:
                         help="INI file; its section for this part, flags override it")
     parser.add_argument("--log-level", default="INFO", choices=logs.LEVELS, type=str.upper)
     add_flags(parser, cls)
+
+
+def from_args(parser: argparse.ArgumentParser, args: argparse.Namespace, cls: type[T],
+              section: str) -> T:
+    """A console script's config: logging set up, then ``load``; a bad value exits with
+    status 2 and a message naming the field."""
+    from doctor import logs
+
+    logs.setup(args.log_level)
+    try:
+        return load(cls, section, args.config_file, flag_values(args, cls))
+    except ConfigError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")

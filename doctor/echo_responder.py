@@ -29,6 +29,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from monitor.icmp import checksum
+
 ICMP_ECHO_REPLY = 0
 ICMP_ECHO_REQUEST = 8
 MAX_PENDING = 65_536
@@ -42,20 +44,6 @@ ICMP_FILTER = 1
 DEFAULT_DURATION_S = 3600.0
 # On SIGTERM, replies already scheduled are still sent, if due within this many seconds.
 DRAIN_MAX_S = 1.5
-
-
-def icmp_checksum(data: bytes) -> int:
-    """Internet checksum (RFC 1071) in native byte order, to be packed back with ``=H``.
-
-    Summing native 16-bit words and storing the result natively is byte-order independent, and
-    it lets ``memoryview.cast`` do the work instead of a Python loop per word.
-    """
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(memoryview(data).cast("H"))
-    total = (total >> 16) + (total & 0xFFFF)
-    total += total >> 16
-    return ~total & 0xFFFF
 
 
 def echo_reply_for(packet: bytes) -> tuple[bytes, str] | None:
@@ -72,13 +60,13 @@ def echo_reply_for(packet: bytes) -> tuple[bytes, str] | None:
     if header_len < 20 or len(packet) < header_len + 8 or packet[9] != socket.IPPROTO_ICMP:
         return None
     icmp = packet[header_len:]
-    if icmp[0] != ICMP_ECHO_REQUEST or icmp[1] != 0 or icmp_checksum(icmp) != 0:
+    if icmp[0] != ICMP_ECHO_REQUEST or icmp[1] != 0 or checksum(icmp) != 0:
         return None
     source, destination = packet[12:16], packet[16:20]
     if destination[0] >= 224:  # multicast or limited broadcast: the kernel ignores those too
         return None
     body = bytes((ICMP_ECHO_REPLY, 0, 0, 0)) + icmp[4:]  # same id, sequence and payload
-    reply = body[:2] + struct.pack("=H", icmp_checksum(body)) + body[4:]
+    reply = body[:2] + struct.pack("!H", checksum(body)) + body[4:]
     # Total length, id and header checksum are left 0: with IP_HDRINCL the kernel fills them.
     ip_header = struct.pack(
         "!BBHHHBBH4s4s", 0x45, packet[1], 0, 0, 0, 64, socket.IPPROTO_ICMP, 0,

@@ -25,7 +25,14 @@ _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
 
 
 class HttpError(OSError):
-    """The request got no HTTP answer: refused, unreachable, timed out, cut."""
+    """The request got no HTTP answer: refused, unreachable, timed out, cut.
+
+    ``reason`` says which, without the URL (whose query may hold a secret).
+    """
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class HttpResponse:
@@ -93,13 +100,16 @@ class HttpClient:
                 self._drop(scheme, netloc)
                 if reused and attempt == 1:
                     continue
-                raise HttpError(f"{method} {scheme}://{netloc}{path}: connection lost "
-                                f"({type(exc).__name__})") from None
+                reason = f"connection lost ({type(exc).__name__})"
+                raise HttpError(f"{method} {scheme}://{netloc}{path}: {reason}",
+                                reason) from None
             except (OSError, http.client.HTTPException) as exc:
                 self._drop(scheme, netloc)
-                kind = "timed out" if isinstance(exc, (socket.timeout, TimeoutError)) \
-                    else f"{type(exc).__name__}: {exc}"
-                raise HttpError(f"{method} {scheme}://{netloc}{path}: {kind}") from None
+                reason = "timed out" if isinstance(exc, (socket.timeout, TimeoutError)) \
+                    else f"{type(exc).__name__}: {exc.strerror or exc}" \
+                    if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+                raise HttpError(f"{method} {scheme}://{netloc}{path}: {reason}",
+                                reason) from None
             if answer.will_close:
                 self._drop(scheme, netloc)
             return HttpResponse(answer.status, dict(answer.getheaders()), body)

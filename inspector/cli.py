@@ -6,7 +6,6 @@ import argparse
 import sys
 
 from doctor import config as cfg
-from doctor import logs
 from doctor.store import make_engine
 from doctor.wsgi import Server
 from inspector.config import InspectorConfig
@@ -38,12 +37,7 @@ def build_service(config: InspectorConfig):  # noqa: ANN201  (InspectorService; 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logs.setup(args.log_level)
-    try:
-        config = cfg.load(InspectorConfig, "inspector", args.config_file,
-                          cfg.flag_values(args, InspectorConfig))
-    except cfg.ConfigError as exc:
-        parser.exit(2, f"doctor-inspector: error: {exc}\n")
+    config = cfg.from_args(parser, args, InspectorConfig, "inspector")
     from inspector.api import create_app
 
     service = build_service(config)

@@ -146,8 +146,8 @@ class ActionDispatcher:
                 delivery.url, data=delivery.body,
                 headers={"X-OpenStack-Request-Id": delivery.request_id})
         except HttpError as exc:
-            # The exception's text would repeat the URL with its query string: name the kind.
-            problem = type(exc).__name__
+            # Its reason, not its text: the text repeats the URL with its query string.
+            problem = exc.reason
         else:
             status = response.status
             if 200 <= status < 300:

@@ -9,7 +9,6 @@ import sys
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from doctor import config as cfg
-from doctor import logs
 from notifier.config import NotifierConfig
 
 LOG = logging.getLogger("notifier")
@@ -58,12 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logs.setup(args.log_level)
-    try:
-        config = cfg.load(NotifierConfig, "notifier", args.config_file,
-                          cfg.flag_values(args, NotifierConfig))
-    except cfg.ConfigError as exc:
-        parser.exit(2, f"doctor-notifier: error: {exc}\n")
+    config = cfg.from_args(parser, args, NotifierConfig, "notifier")
     from doctor.wsgi import Server
     from notifier.api import create_app
     from notifier.embedded import EmbeddedNotifier

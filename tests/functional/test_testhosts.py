@@ -30,6 +30,7 @@ from doctor.testhosts import (
     cleanup_prefix,
     require_root,
 )
+from monitor.icmp import checksum
 
 
 def _prefix_of_this_run() -> str:
@@ -49,7 +50,7 @@ MAX_PACKETS = 1000  # a bound on every probe loop here
 
 
 def _checksum(data: bytes) -> int:
-    return echo_responder.icmp_checksum(data)
+    return checksum(data)
 
 
 def ping(
@@ -84,7 +85,7 @@ def ping(
                 target, _ = schedule[next_packet]
                 body = struct.pack("!BBHHH", ICMP_ECHO_REQUEST, 0, 0, ident, next_packet)
                 body += token + struct.pack("!I", next_packet)
-                packet = body[:2] + struct.pack("=H", _checksum(body)) + body[4:]
+                packet = body[:2] + struct.pack("!H", _checksum(body)) + body[4:]
                 # Stamped before sendto: over a veth the request can reach the responder (on
                 # another CPU) before sendto returns, so a later stamp would shorten the RTT.
                 sent = time.monotonic()
@@ -243,7 +244,7 @@ def test_interface_names_fit_the_kernel_limit():
 
 def test_echo_reply_is_built_from_the_request():
     body = struct.pack("!BBHHH", ICMP_ECHO_REQUEST, 0, 0, 0x1234, 7) + b"payload!x"
-    request_icmp = body[:2] + struct.pack("=H", _checksum(body)) + body[4:]
+    request_icmp = body[:2] + struct.pack("!H", _checksum(body)) + body[4:]
     request = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(request_icmp), 1, 0, 64, 1, 0,
                           socket.inet_aton("198.18.0.1"), socket.inet_aton("198.19.0.5"))
     reply, destination = echo_responder.echo_reply_for(request + request_icmp)
