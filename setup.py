@@ -17,10 +17,14 @@ setup(
         "waitress>=3.0",
         "SQLAlchemy>=2.0",
         "aodhclient>=3.0",
+        "python-novaclient>=18.0",
+        "oslo.messaging>=14.0",
     ],
     extras_require={
         "test": ["pytest>=7", "scapy>=2.5", "ruff>=0.5", "requests>=2.28"],
         "bench": ["matplotlib>=3.7"],
+        # clouds.yaml and OS_* credentials for the Nova controller
+        "openstack": ["openstacksdk>=1.0"],
     },
     entry_points={
         "console_scripts": [

@@ -22,26 +22,56 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def build_service(config: InspectorConfig):  # noqa: ANN201  (InspectorService; lazy imports)
+def build_controller(config: InspectorConfig):  # noqa: ANN201  (a Controller; lazy imports)
+    timeout_s = config.call_timeout_ms / 1000.0
+    if config.controller == "nova":
+        from controller.nova import NovaController
+        from doctor.openstack import make_session
+
+        session = make_session(config.nova_cloud, config.nova_noauth_url, config.os_project_id,
+                               config.os_user_id, timeout_s=timeout_s)
+        return NovaController(session, config.nova_microversion)
     from controller.client import ControllerClient
-    from inspector.service import InspectorService
-    from inspector.store import EventLog
+
+    return ControllerClient(config.controller_url, config.controller_token, timeout_s)
+
+
+def build_publisher(config: InspectorConfig):  # noqa: ANN201  (an EventPublisher)
+    if config.notifier == "aodh":
+        from notifier.aodh import AodhPublisher
+
+        return AodhPublisher(config.aodh_transport_url, config.aodh_topic)
     from notifier.http import HttpPublisher
 
-    timeout_s = config.call_timeout_ms / 1000.0
-    controller = ControllerClient(config.controller_url, config.controller_token, timeout_s)
-    publisher = HttpPublisher(config.notifier_url, config.notifier_token, timeout_s)
-    return InspectorService(config, controller, publisher, EventLog(make_engine(config.database)))
+    return HttpPublisher(config.notifier_url, config.notifier_token,
+                         config.call_timeout_ms / 1000.0)
+
+
+def build_service(config: InspectorConfig):  # noqa: ANN201  (InspectorService; lazy imports)
+    from inspector.service import InspectorService
+    from inspector.store import EventLog
+
+    return InspectorService(config, build_controller(config), build_publisher(config),
+                            EventLog(make_engine(config.database)))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     config = cfg.from_args(parser, args, InspectorConfig, "inspector")
+    from controller.base import ControllerError
+    from doctor.openstack import OpenStackConfigError
     from inspector.api import create_app
 
-    service = build_service(config)
+    try:
+        service = build_service(config)
+    except (ControllerError, OpenStackConfigError) as exc:
+        parser.exit(1, f"doctor-inspector: error: [inspector] controller: {exc}\n")
     service.start()
+    if config.controller == "nova" and config.nova_transport_url:
+        from inspector.nova_listener import NovaListener
+
+        NovaListener(config.nova_transport_url, service.on_notifications).start()
     try:
         server = Server(create_app(service, config.token), config.host, config.port,
                         name="inspector")

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from doctor.config import ConfigError, option
 from doctor.store import default_url
 
-CONTROLLERS = ("embedded",)
-NOTIFIERS = ("http",)
+CONTROLLERS = ("embedded", "nova")
+NOTIFIERS = ("http", "aodh")
 
 
 @dataclass
@@ -28,8 +28,25 @@ class InspectorConfig:
     controller_url: str = option("http://127.0.0.1:12347",
                                  help="the embedded controller's REST API")
     controller_token: str = option("", help="token for the controller's API")
-    notifier: str = option("http", help=f"notifier driver: {', '.join(NOTIFIERS)} (the "
-                                        "embedded notifier's POST /v1/events)")
+    nova_cloud: str = option("", help="controller=nova: the clouds.yaml entry to use; empty: "
+                                      "the OS_* variables")
+    nova_noauth_url: str = option("", help="controller=nova on a test cloud without Keystone: "
+                                           "Nova's endpoint (e.g. http://127.0.0.1:8774/v2.1)")
+    os_project_id: str = option("", help="project id sent as X-Project-Id without Keystone")
+    os_user_id: str = option("", help="user id sent as X-User-Id without Keystone")
+    nova_microversion: str = option("auto", help="Nova API microversion; auto: the newest "
+                                                 "both sides speak (2.16 at least)")
+    nova_transport_url: str = option(
+        "", help="controller=nova: oslo.messaging URL of Nova's notification bus; the "
+                 "inspector listens to compute.instance.* there to keep its host map fresh "
+                 "(empty: only the periodic resync)")
+    notifier: str = option("http", help=f"notifier driver: {', '.join(NOTIFIERS)} (http: the "
+                                        "embedded notifier's POST /v1/events; aodh: "
+                                        "oslo.messaging straight to Aodh's listener)")
+    aodh_transport_url: str = option("", help="notifier=aodh: oslo.messaging transport URL "
+                                              "(rabbit://user:password@host:5672/vhost)")
+    aodh_topic: str = option("alarm.all", help="notifier=aodh: the topic Aodh's listener "
+                                               "consumes (priority sample)")
     notifier_url: str = option("http://127.0.0.1:8042", help="the notifier's base URL")
     notifier_token: str = option("", help="token for the notifier's event intake")
     shortcut: bool = option(True, help="publish compute.instance.update (state error) for "
@@ -58,6 +75,8 @@ class InspectorConfig:
         if self.notifier not in NOTIFIERS:
             raise ConfigError(f"notifier: unknown driver {self.notifier!r}; "
                               f"known: {', '.join(NOTIFIERS)}")
+        if self.notifier == "aodh" and not self.aodh_transport_url:
+            raise ConfigError("aodh_transport_url: required with notifier = aodh")
         for name in ("controller_url", "notifier_url"):
             if not re.match(r"^https?://[^/\s]+", getattr(self, name)):
                 raise ConfigError(f"{name}: {getattr(self, name)!r} is not an http(s) URL")

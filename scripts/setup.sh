@@ -28,6 +28,6 @@ stamp=.venv/.installed-$(cat setup.py | sha1sum | cut -c1-12)
 if [ ! -e "$stamp" ]; then
   echo "setup: installing the project, its test and benchmark tools into .venv" >&2
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e '.[test,bench]'
+  .venv/bin/python -m pip install -q -e '.[test,bench,openstack]'
   rm -f .venv/.installed-* && touch "$stamp"
 fi

@@ -210,6 +210,7 @@ def test_host_map_follows_controller_notifications(tmp_path):
     ({"token": "t", "controller": "nova2"}, "controller"),
     ({"token": "t", "notifier_url": "localhost:8042"}, "notifier_url"),
     ({"token": "t", "workers": "0"}, "workers"),
+    ({"token": "t", "notifier": "aodh"}, "aodh_transport_url"),
 ])
 def test_bad_config_names_the_field(options, field):
     from doctor.config import ConfigError

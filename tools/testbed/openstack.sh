@@ -117,7 +117,7 @@ install_venv() { # name
   rm -rf "$venv"
   "$PREFIX/uv/bin/uv" venv -q --python "$python" "$venv"
   # shellcheck disable=SC2086
-  "$PREFIX/uv/bin/uv" pip install -q --python "$venv/bin/python" $reqs
+  "$PREFIX/uv/bin/uv" pip install -q --compile-bytecode --python "$venv/bin/python" $reqs
   printf '%s' "$stamp_want" >"$venv/.testbed-installed"
   log "venv $name installed"
 }
@@ -149,7 +149,748 @@ cmd_install() {
   log "install done in $(since "$t0") s"
 }
 
+
+check_installed() {
+  local name
+  for name in "${VENV_NAMES[@]}"; do
+    [ -e "$VENVS/$name/.testbed-installed" ] || die "venv $name is missing: run '$0 install' first"
+  done
+  command -v mariadbd >/dev/null && command -v rabbitmq-server >/dev/null ||
+    die "rabbitmq-server or mariadb-server is missing: run '$0 install' first"
+}
+
+# ---------------------------------------------------------------------------------------------
+# processes: one PID file per service, "PID MODE STARTTIME". MODE group: the service leads its
+# own process group (started with setsid) and the whole group is signalled; pid: that PID only.
+# STARTTIME (from /proc) guards against a reused PID.
+
+starttime() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $20}'; }
+
+pid_of() { # name -> prints the PID if that process still runs
+  local f=$PIDS/$1.pid pid mode st
+  [ -r "$f" ] || return 1
+  read -r pid mode st <"$f" || return 1
+  [ -n "$pid" ] && [ -d "/proc/$pid" ] && [ "$(starttime "$pid")" = "$st" ] || return 1
+  echo "$pid"
+}
+
+record_pid() { # name pid mode
+  echo "$2 $3 $(starttime "$2")" >"$PIDS/$1.pid"
+}
+
+start_service() { # name env-assignments... -- command...
+  local name=$1 pid
+  shift
+  if pid=$(pid_of "$name"); then
+    log "$name already runs (pid $pid)"
+    return 0
+  fi
+  local envs=()
+  while [ "$1" != "--" ]; do envs+=("$1"); shift; done
+  shift
+  printf '\n==== %s start: %s\n' "$(date -Is)" "$*" >>"$LOGS/$name.log"
+  # setsid without a fork (this shell is not a group leader), so $! is the service itself.
+  env "${envs[@]}" setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+  pid=$!
+  record_pid "$name" "$pid" group
+}
+
+service_failed() { # name reason
+  log "$1: $2; the end of $LOGS/$1.log:"
+  tail -n 40 "$LOGS/$1.log" 2>/dev/null | sed 's/^/    /' >&2
+  die "$1 did not come up (other logs: $LOGS/)"
+}
+
+wait_http() { # name url timeout-s [extra curl args...]: bounded; any HTTP answer < 500 counts
+  local name=$1 url=$2 timeout=$3 code deadline
+  shift 3
+  deadline=$(($(date +%s) + timeout))
+  while :; do
+    code=$(curl -m 3 -s -o /dev/null -w '%{http_code}' "$@" "$url" 2>/dev/null) || code=000
+    case $code in [1-4]??) return 0 ;; esac
+    pid_of "$name" >/dev/null || service_failed "$name" "its process exited"
+    (($(date +%s) < deadline)) || service_failed "$name" "$url did not answer in ${timeout}s (last: HTTP $code)"
+    sleep 0.3
+  done
+}
+
+# ---------------------------------------------------------------------------------------------
+# MariaDB and RabbitMQ
+
+MYSQL_SOCK=$RUN/mysqld.sock
+mysql_root() { timeout 30 mariadb --no-defaults --protocol=socket --socket="$MYSQL_SOCK" -uroot "$@"; }
+
+start_mariadb() {
+  if pid_of mariadb >/dev/null; then return 0; fi
+  if [ ! -d "$DATA/mysql/mysql" ]; then
+    log "initialising MariaDB in $DATA/mysql"
+    rm -rf "$DATA/mysql"
+    mariadb-install-db --no-defaults --user=root --datadir="$DATA/mysql" \
+      --auth-root-authentication-method=socket --skip-test-db >"$LOGS/mariadb-install.log" 2>&1 ||
+      { tail -n 20 "$LOGS/mariadb-install.log" >&2; die "mariadb-install-db failed"; }
+  fi
+  start_service mariadb -- mariadbd --no-defaults --user=root --datadir="$DATA/mysql" \
+    --socket="$MYSQL_SOCK" --port="$MYSQL_PORT" --bind-address=127.0.0.1 \
+    --pid-file="$RUN/mysqld.pid" --log-error="$LOGS/mariadb.log" --skip-name-resolve \
+    --max-connections=2000 --innodb-buffer-pool-size=128M --innodb-flush-log-at-trx-commit=0 \
+    --innodb-doublewrite=0 --skip-log-bin --performance-schema=OFF \
+    --character-set-server=utf8mb4 --collation-server=utf8mb4_general_ci
+}
+
+wait_mariadb() {
+  local deadline=$(($(date +%s) + 60))
+  until timeout 5 mariadb-admin --no-defaults --socket="$MYSQL_SOCK" -uroot ping >/dev/null 2>&1; do
+    pid_of mariadb >/dev/null || service_failed mariadb "mariadbd exited"
+    (($(date +%s) < deadline)) || service_failed mariadb "no answer on $MYSQL_SOCK in 60s"
+    sleep 0.2
+  done
+  local db sql=""
+  for db in nova_api nova_cell0 nova placement neutron aodh; do
+    sql+="CREATE DATABASE IF NOT EXISTS $db;"
+  done
+  sql+="CREATE USER IF NOT EXISTS '$DB_USER'@'%' IDENTIFIED BY '$DB_PASS';"
+  sql+="GRANT ALL PRIVILEGES ON *.* TO '$DB_USER'@'%';"
+  mysql_root -e "$sql"
+}
+
+RABBIT_PIDFILE=/var/lib/rabbitmq/mnesia/rabbit@$(hostname -s).pid
+rabbit_running() { # a broker runs already (ours or not)
+  local pid
+  pid=$(cat "$RABBIT_PIDFILE" 2>/dev/null) && [ -n "$pid" ] && [ -d "/proc/$pid" ] &&
+    grep -q beam "/proc/$pid/cmdline" 2>/dev/null
+}
+
+start_rabbitmq() { # start the broker unless one runs; then the bed's vhost, permissions, policy
+  local epmd_before pid
+  if pid_of rabbitmq >/dev/null || rabbit_running; then
+    pid_of rabbitmq >/dev/null || log "RabbitMQ already runs (not started by the bed: down leaves it)"
+  else
+    epmd_before=$(pgrep -x epmd || true)
+    rm -f "$RABBIT_PIDFILE"
+    printf '\n==== %s start\n' "$(date -Is)" >>"$LOGS/rabbitmq.log"
+    timeout 60 rabbitmq-server -detached >>"$LOGS/rabbitmq.log" 2>&1 ||
+      service_failed rabbitmq "rabbitmq-server -detached failed"
+    timeout 90 rabbitmqctl -q wait --timeout 60 "$RABBIT_PIDFILE" >>"$LOGS/rabbitmq.log" 2>&1 ||
+      { tail -n 20 /var/log/rabbitmq/*.log >>"$LOGS/rabbitmq.log" 2>/dev/null;
+        service_failed rabbitmq "not running after 60s (also see /var/log/rabbitmq/)"; }
+    pid=$(cat "$RABBIT_PIDFILE")
+    record_pid rabbitmq "$pid" pid
+    if [ -z "$epmd_before" ] && pid=$(pgrep -x epmd); then record_pid epmd "$pid" pid; fi
+  fi
+  timeout 30 rabbitmqctl -q list_vhosts 2>/dev/null | grep -qx "$VHOST" ||
+    timeout 30 rabbitmqctl -q add_vhost "$VHOST" >>"$LOGS/rabbitmq.log" 2>&1
+  timeout 30 rabbitmqctl -q set_permissions -p "$VHOST" guest '.*' '.*' '.*' >>"$LOGS/rabbitmq.log" 2>&1
+  # Nothing reads versioned notifications unless a test does: bound every notification queue.
+  timeout 30 rabbitmqctl -q set_policy -p "$VHOST" --apply-to queues doctor-testbed-notifications \
+    '^(versioned_)?notifications\.' "{\"message-ttl\":$NOTIFICATION_TTL_MS,\"max-length\":100000}" \
+    >>"$LOGS/rabbitmq.log" 2>&1 || service_failed rabbitmq "could not set up vhost $VHOST"
+}
+
+# ---------------------------------------------------------------------------------------------
+# configuration files
+
+write_configs() {
+  mkdir -p "$ETC"/{nova,placement,glance,neutron,aodh,ceilometer}
+  local nova_paste=$VENVS/nova/etc/nova/api-paste.ini
+
+  # Nova: no authtoken filter, keystonecontext builds the context from X-User-Id, X-Project-Id,
+  # X-Roles. A token header must still come along: Nova forwards it to Glance and Neutron.
+  sed -e 's/ authtoken keystonecontext / keystonecontext /' "$nova_paste" >"$ETC/nova/api-paste.ini"
+  if grep -E '^keystone = .*authtoken' "$ETC/nova/api-paste.ini" >/dev/null; then
+    die "could not remove authtoken from $nova_paste"
+  fi
+  cat >"$ETC/nova/nova.conf" <<EOF
+# The test bed's Nova (written by tools/testbed/openstack.sh up). No database settings here:
+# the computes read this file; api, conductor, scheduler and nova-manage add nova-db.conf.
+[DEFAULT]
+transport_url = $TRANSPORT_URL
+state_path = $DATA/nova
+my_ip = 127.0.0.1
+compute_driver = fake.FakeDriverWithoutFakeNodes
+graceful_shutdown_timeout = 5
+heal_instance_info_cache_interval = -1
+vif_plugging_is_fatal = False
+vif_plugging_timeout = 0
+
+[api]
+auth_strategy = keystone
+
+[wsgi]
+api_paste_config = $ETC/nova/api-paste.ini
+
+[conductor]
+workers = 1
+
+[scheduler]
+workers = 1
+discover_hosts_in_cells_interval = -1
+
+[quota]
+driver = nova.quota.NoopQuotaDriver
+
+[placement]
+auth_type = admin_token
+token = admin
+endpoint_override = http://127.0.0.1:$PLACEMENT_PORT
+
+[glance]
+endpoint_override = http://127.0.0.1:$GLANCE_PORT
+
+[neutron]
+auth_type = none
+endpoint_override = http://127.0.0.1:$NEUTRON_PORT
+
+[notifications]
+notification_format = both
+notify_on_state_change = vm_and_task_state
+
+[oslo_messaging_notifications]
+driver = messagingv2
+
+[oslo_concurrency]
+lock_path = \$state_path/lock
+
+[vnc]
+enabled = False
+EOF
+  cat >"$ETC/nova/nova-db.conf" <<EOF
+[api_database]
+connection = $DB/nova_api?charset=utf8
+
+[database]
+connection = $DB/nova?charset=utf8
+EOF
+  local c
+  for c in "${COMPUTES[@]}"; do
+    cat >"$ETC/nova/$c.conf" <<EOF
+[DEFAULT]
+host = $c
+state_path = $DATA/nova/$c
+EOF
+    mkdir -p "$DATA/nova/$c"
+  done
+
+  cat >"$ETC/placement/placement.conf" <<EOF
+[api]
+auth_strategy = noauth2
+
+[placement_database]
+connection = $DB/placement?charset=utf8
+EOF
+
+  cp "$VENVS/glance/etc/glance/glance-api-paste.ini" "$ETC/glance/glance-api-paste.ini"
+  cat >"$ETC/glance/glance-api.conf" <<EOF
+[DEFAULT]
+enabled_backends = fs:file
+
+[database]
+connection = sqlite:///$DATA/glance/glance.sqlite
+
+[glance_store]
+default_backend = fs
+
+[fs]
+filesystem_store_datadir = $DATA/glance/images/
+
+[os_glance_staging_store]
+filesystem_store_datadir = $DATA/glance/staging/
+
+[os_glance_tasks_store]
+filesystem_store_datadir = $DATA/glance/tasks/
+
+[paste_deploy]
+config_file = $ETC/glance/glance-api-paste.ini
+
+[oslo_policy]
+enforce_new_defaults = False
+enforce_scope = False
+
+[oslo_concurrency]
+lock_path = $DATA/glance/lock
+EOF
+  mkdir -p "$DATA"/glance/{images,staging,tasks,lock}
+
+  cp "$VENVS/neutron/etc/neutron/api-paste.ini" "$ETC/neutron/api-paste.ini"
+  cat >"$ETC/neutron/neutron.conf" <<EOF
+# API only: no agents, no RPC workers, no notifications to Nova.
+[DEFAULT]
+core_plugin = ml2
+service_plugins = router
+auth_strategy = noauth
+transport_url = $TRANSPORT_URL
+state_path = $DATA/neutron
+api_paste_config = $ETC/neutron/api-paste.ini
+api_workers = 1
+rpc_workers = 0
+rpc_state_report_workers = 0
+notify_nova_on_port_status_changes = False
+notify_nova_on_port_data_changes = False
+
+[database]
+connection = $DB/neutron?charset=utf8
+
+[oslo_concurrency]
+lock_path = $DATA/neutron/lock
+
+[oslo_policy]
+enforce_new_defaults = False
+enforce_scope = False
+EOF
+  cat >"$ETC/neutron/ml2_conf.ini" <<EOF
+[ml2]
+type_drivers = flat
+tenant_network_types =
+mechanism_drivers =
+extension_drivers = port_security
+
+[ml2_type_flat]
+flat_networks = physnet1
+EOF
+  mkdir -p "$DATA/neutron/lock"
+
+  cat >"$ETC/aodh/aodh.conf" <<EOF
+[DEFAULT]
+transport_url = $TRANSPORT_URL
+# an alarm created after the listener cached its project is seen at once
+event_alarm_cache_ttl = 0
+
+[api]
+auth_mode = noauth
+
+[database]
+connection = $DB/aodh?charset=utf8
+
+[service_credentials]
+auth_type = none
+
+[listener]
+event_alarm_topic = alarm.all
+workers = 1
+batch_size = 1
+
+[notifier]
+workers = 1
+batch_size = 1
+EOF
+
+  cat >"$ETC/ceilometer/ceilometer.conf" <<EOF
+# Notification agent only, event pipeline only: Nova's compute.instance.* -> Aodh's alarm.all.
+[DEFAULT]
+transport_url = $TRANSPORT_URL
+event_pipeline_cfg_file = $ETC/ceilometer/event_pipeline.yaml
+
+[notification]
+pipelines = event
+notification_control_exchanges = nova
+batch_size = 1
+workers = 1
+
+[oslo_messaging_notifications]
+topics = notifications
+
+[event]
+definitions_cfg_file = $ETC/ceilometer/event_definitions.yaml
+drop_unmatched_notifications = True
+
+[publisher_notifier]
+telemetry_driver = messagingv2
+
+[service_credentials]
+auth_type = none
+EOF
+  cat >"$ETC/ceilometer/event_pipeline.yaml" <<'EOF'
+---
+sources:
+  - name: doctor_instance_events
+    events:
+      - "compute.instance.*"
+    sinks:
+      - aodh
+sinks:
+  - name: aodh
+    publishers:
+      - notifier://?topic=alarm.all
+EOF
+  cat >"$ETC/ceilometer/event_definitions.yaml" <<'EOF'
+---
+# The traits Aodh's event alarms need (instance_id, state) and match the project with.
+- event_type: compute.instance.*
+  traits:
+    instance_id:
+      fields: payload.instance_id
+    state:
+      fields: payload.state
+    host:
+      fields: payload.host
+    project_id:
+      fields: payload.tenant_id
+    tenant_id:
+      fields: payload.tenant_id
+    user_id:
+      fields: payload.user_id
+EOF
+}
+
+# ---------------------------------------------------------------------------------------------
+# the OpenStack services. One chain per component runs in the background: its schema sync (only
+# when the stamp with the installed versions differs, i.e. on a cold start), then its services.
+# Chains that start users of the bus wait for RabbitMQ's vhost first.
+
+dbsync_stamp_want() { cat "$VENVS"/*/.testbed-installed; }
+
+gunicorn_args() { # port: 1 worker, a few threads, loopback only
+  echo --no-control-socket --workers 1 --threads 8 --bind "127.0.0.1:$1" --timeout 120 \
+    --graceful-timeout 3 --pythonpath "$HERE/wsgi"
+}
+
+API_SERVICES=(placement-api nova-api glance-api neutron-api aodh-api)
+WORKER_SERVICES=(nova-conductor nova-scheduler aodh-listener aodh-notifier ceilometer-notification)
+ALL_SERVICES=("${API_SERVICES[@]}" "${WORKER_SERVICES[@]}")
+for c in "${COMPUTES[@]}"; do ALL_SERVICES+=("nova-compute-$c"); done
+
+wait_rabbit_ready() { # bounded: the chain exits 20 if the broker is not ready in time
+  local deadline=$(($(date +%s) + 150))
+  until [ -e "$RUN/rabbit.ready" ]; do
+    [ ! -e "$RUN/rabbit.failed" ] && (($(date +%s) < deadline)) || exit 20
+    sleep 0.2
+  done
+}
+
+synced() { # component command...: the schema sync, logged; the chain exits 10 if it fails
+  local comp=$1
+  shift
+  ((SYNC)) || return 0
+  "$@" >"$LOGS/dbsync-$comp.log" 2>&1 || exit 10
+}
+
+chain_placement() {
+  synced placement "$VENVS/nova/bin/placement-manage" \
+    --config-file "$ETC/placement/placement.conf" db sync
+  # shellcheck disable=SC2046
+  start_service placement-api OS_PLACEMENT_CONFIG_DIR="$ETC/placement" -- \
+    "$VENVS/nova/bin/gunicorn" $(gunicorn_args $PLACEMENT_PORT) placement.wsgi.api:application
+}
+
+chain_nova() {
+  # api_db sync, map_cell0, db sync, create_cell: nova-manage's commands in one process
+  synced nova "$VENVS/nova/bin/python" "$HERE/nova_db_setup.py" "$ETC/nova/nova.conf" \
+    "$ETC/nova/nova-db.conf" "$DB/nova_cell0?charset=utf8" "$DB/nova?charset=utf8" \
+    "$TRANSPORT_URL"
+  wait_rabbit_ready
+  local NC=(--config-file "$ETC/nova/nova.conf" --config-file "$ETC/nova/nova-db.conf")
+  # shellcheck disable=SC2046
+  start_service nova-api OS_NOVA_CONFIG_DIR="$ETC/nova" \
+    OS_NOVA_CONFIG_FILES="api-paste.ini;nova.conf;nova-db.conf" -- \
+    "$VENVS/nova/bin/gunicorn" $(gunicorn_args $NOVA_PORT) nova_api:application
+  start_service nova-conductor -- "$VENVS/nova/bin/nova-conductor" "${NC[@]}"
+  start_service nova-scheduler -- "$VENVS/nova/bin/nova-scheduler" "${NC[@]}"
+}
+
+chain_glance() {
+  synced glance "$VENVS/glance/bin/glance-manage" --config-file "$ETC/glance/glance-api.conf" db_sync
+  # shellcheck disable=SC2046
+  start_service glance-api OS_GLANCE_CONFIG_DIR="$ETC/glance" -- \
+    "$VENVS/glance/bin/gunicorn" $(gunicorn_args $GLANCE_PORT) glance.wsgi.api:application
+}
+
+chain_neutron() {
+  synced neutron "$VENVS/neutron/bin/neutron-db-manage" --config-file "$ETC/neutron/neutron.conf" \
+    --config-file "$ETC/neutron/ml2_conf.ini" upgrade heads
+  wait_rabbit_ready
+  # shellcheck disable=SC2046
+  start_service neutron-api OS_NEUTRON_CONFIG_DIR="$ETC/neutron" \
+    OS_NEUTRON_CONFIG_FILES="neutron.conf;ml2_conf.ini" -- \
+    "$VENVS/neutron/bin/gunicorn" $(gunicorn_args $NEUTRON_PORT) neutron_api:application
+}
+
+chain_aodh() {
+  synced aodh "$VENVS/aodh/bin/aodh-dbsync" --config-file "$ETC/aodh/aodh.conf"
+  wait_rabbit_ready
+  local A=(--config-file "$ETC/aodh/aodh.conf")
+  # shellcheck disable=SC2046
+  start_service aodh-api TESTBED_AODH_CONF="$ETC/aodh/aodh.conf" -- \
+    "$VENVS/aodh/bin/gunicorn" $(gunicorn_args "$AODH_PORT") aodh_api:application
+  start_service aodh-listener -- "$VENVS/aodh/bin/aodh-listener" "${A[@]}"
+  start_service aodh-notifier -- "$VENVS/aodh/bin/aodh-notifier" "${A[@]}"
+  start_service ceilometer-notification -- "$VENVS/aodh/bin/ceilometer-agent-notification" \
+    --config-file "$ETC/ceilometer/ceilometer.conf"
+}
+
+run_chains() { # all chains side by side; bounded by their own waits
+  local comp item rc failed=()
+  local jobs=()
+  for comp in placement nova glance neutron aodh; do
+    "chain_$comp" &
+    jobs+=("$!:$comp")
+  done
+  for item in "${jobs[@]}"; do
+    rc=0
+    wait "${item%%:*}" || rc=$?
+    comp=${item#*:}
+    case $rc in
+      0) ;;
+      10) log "database sync of $comp failed; $LOGS/dbsync-$comp.log ends:"
+          tail -n 25 "$LOGS/dbsync-$comp.log" | sed 's/^/    /' >&2; failed+=("$comp") ;;
+      20) log "$comp: RabbitMQ was not ready in time"; failed+=("$comp") ;;
+      *) log "$comp: failed to start (exit $rc)"; failed+=("$comp") ;;
+    esac
+  done
+  ((${#failed[@]} == 0)) || die "could not start: ${failed[*]}"
+}
+
+start_computes() {
+  local c
+  for c in "${COMPUTES[@]}"; do
+    start_service "nova-compute-$c" -- "$VENVS/nova/bin/nova-compute" \
+      --config-file "$ETC/nova/nova.conf" --config-file "$ETC/nova/$c.conf"
+  done
+}
+
+# Services without an HTTP API answer on RabbitMQ: each consumes its queue once it is ready
+# (a nova-compute only after it registered its node with Nova and Placement).
+declare -A QUEUE_OF=(
+  [nova-conductor]=conductor
+  [nova-scheduler]=scheduler
+  [aodh-listener]=alarm.all.sample
+  [aodh-notifier]=alarming.sample
+  [ceilometer-notification]=notifications.info
+)
+for c in "${COMPUTES[@]}"; do QUEUE_OF[nova-compute-$c]=compute.$c; done
+
+queues_with_consumers() {
+  timeout 20 rabbitmqctl -q list_queues -p "$VHOST" name consumers 2>/dev/null |
+    awk '$2 > 0 { print $1 }'
+}
+
+wait_queues() { # timeout-s services...
+  local timeout=$1 deadline have s missing
+  shift
+  deadline=$(($(date +%s) + timeout))
+  while :; do
+    have=$(queues_with_consumers)
+    missing=()
+    for s in "$@"; do
+      grep -qxF "${QUEUE_OF[$s]}" <<<"$have" || missing+=("$s")
+    done
+    ((${#missing[@]} == 0)) && return 0
+    for s in "${missing[@]}"; do
+      pid_of "$s" >/dev/null || service_failed "$s" "its process exited"
+    done
+    (($(date +%s) < deadline)) ||
+      service_failed "${missing[0]}" "no consumer on queue ${QUEUE_OF[${missing[0]}]} after ${timeout}s (waiting for: ${missing[*]})"
+    sleep 1
+  done
+}
+
+provision() { # subcommand...: tools/testbed/provision.py with the bed's identity
+  TESTBED_PROJECT_ID=$PROJECT_ID TESTBED_USER_ID=$USER_ID \
+    TESTBED_NOVA_URL="http://127.0.0.1:$NOVA_PORT/v2.1" \
+    TESTBED_GLANCE_URL="http://127.0.0.1:$GLANCE_PORT" \
+    TESTBED_NEUTRON_URL="http://127.0.0.1:$NEUTRON_PORT" \
+    TESTBED_COMPUTES="${COMPUTES[*]}" FLAVOR_NAME=$FLAVOR_NAME IMAGE_NAME=$IMAGE_NAME \
+    NETWORK_NAME=$NETWORK_NAME python3 "$HERE/provision.py" "$@"
+}
+
+cmd_up() {
+  need_root
+  check_installed
+  mkdir -p "$ETC" "$LOGS" "$PIDS" "$RUN"
+  rm -f "$RUN/rabbit.ready" "$RUN/rabbit.failed"
+  local t0 cold=warm
+  t0=$(now)
+  [ -d "$DATA/mysql/mysql" ] || cold=cold
+  log "up ($cold start), data in $DATA"
+  write_configs
+
+  start_mariadb
+  { if (start_rabbitmq); then touch "$RUN/rabbit.ready"; else touch "$RUN/rabbit.failed"; fi; } \
+    >"$LOGS/rabbitmq-setup.log" 2>&1 &
+  local rabbit_job=$!
+  wait_mariadb
+  log "MariaDB ready on 127.0.0.1:$MYSQL_PORT ($(since "$t0") s)"
+  SYNC=0
+  [ "$(cat "$DATA/.dbsync-done" 2>/dev/null)" = "$(dbsync_stamp_want)" ] || SYNC=1
+  ((SYNC)) && log "syncing the database schemas"
+  run_chains
+  ((SYNC)) && dbsync_stamp_want >"$DATA/.dbsync-done"
+  if ! wait "$rabbit_job" || [ ! -e "$RUN/rabbit.ready" ]; then
+    cat "$LOGS/rabbitmq-setup.log" >&2
+    die "RabbitMQ did not come up"
+  fi
+  log "schemas ready, services started ($(since "$t0") s)"
+
+  wait_http placement-api "http://127.0.0.1:$PLACEMENT_PORT/" 90
+  # A compute started before the conductor consumes waits for it in 10 s steps.
+  wait_queues 90 nova-conductor
+  start_computes
+  local H=(-H "X-Auth-Token: admin" -H "X-User-Id: $USER_ID" -H "X-Project-Id: $PROJECT_ID"
+           -H "X-Roles: admin,member,reader")
+  wait_http nova-api "http://127.0.0.1:$NOVA_PORT/v2.1/flavors" 120 "${H[@]}"
+  wait_http glance-api "http://127.0.0.1:$GLANCE_PORT/v2/images" 90 "${H[@]}"
+  wait_http neutron-api "http://127.0.0.1:$NEUTRON_PORT/v2.0/networks" 120 "${H[@]}"
+  # Neutron's first port listing is slow; warm it up before Nova asks (OPENSTACK-TESTBED.md).
+  curl -m 20 -s -o /dev/null "${H[@]}" "http://127.0.0.1:$NEUTRON_PORT/v2.0/security-groups" || true
+  wait_http aodh-api "http://127.0.0.1:$AODH_PORT/v2/alarms" 90 "${H[@]}"
+  log "APIs answer ($(since "$t0") s)"
+  provision resources >"$DATA/resources.env.tmp" 2>"$LOGS/provision.log" &
+  local prov_job=$!
+  local workers=("${WORKER_SERVICES[@]}")
+  for c in "${COMPUTES[@]}"; do workers+=("nova-compute-$c"); done
+  wait_queues 150 "${workers[@]}"
+  log "conductor, scheduler, computes, aodh, ceilometer consume their queues ($(since "$t0") s)"
+  if [ "$(cat "$DATA/.hosts-discovered" 2>/dev/null)" != "${COMPUTES[*]}" ]; then
+    timeout 120 "$VENVS/nova/bin/nova-manage" --config-file "$ETC/nova/nova.conf" \
+      --config-file "$ETC/nova/nova-db.conf" cell_v2 discover_hosts --verbose \
+      >"$LOGS/discover-hosts.log" 2>&1 ||
+      { cat "$LOGS/discover-hosts.log" >&2; die "nova-manage cell_v2 discover_hosts failed"; }
+    echo "${COMPUTES[*]}" >"$DATA/.hosts-discovered"
+    log "nova-manage cell_v2 discover_hosts mapped ${COMPUTES[*]} ($(since "$t0") s)"
+  fi
+  provision computes 2>>"$LOGS/provision.log" ||
+    { tail -n 20 "$LOGS/provision.log" >&2; die "the computes are not up in Nova"; }
+  if ! wait "$prov_job"; then
+    tail -n 20 "$LOGS/provision.log" >&2
+    die "could not create the image, flavor or network"
+  fi
+  mv "$DATA/resources.env.tmp" "$DATA/resources.env"
+  write_state
+  log "up in $(since "$t0") s ($cold start); eval \"\$($0 env)\" for the tests"
+}
+
+write_state() {
+  # shellcheck disable=SC1091
+  . "$DATA/resources.env"
+  local py
+  py=$VENVS/aodh/bin/python
+  {
+    echo "OS_TESTBED=1"
+    echo "DOCTOR_NOVA_URL=http://127.0.0.1:$NOVA_PORT/v2.1"
+    echo "DOCTOR_AODH_URL=http://127.0.0.1:$AODH_PORT"
+    echo "DOCTOR_PLACEMENT_URL=http://127.0.0.1:$PLACEMENT_PORT"
+    echo "DOCTOR_GLANCE_URL=http://127.0.0.1:$GLANCE_PORT"
+    echo "DOCTOR_NEUTRON_URL=http://127.0.0.1:$NEUTRON_PORT"
+    echo "DOCTOR_TRANSPORT_URL=$TRANSPORT_URL"
+    echo "DOCTOR_COMPUTE_HOSTS=$(IFS=,; echo "${COMPUTES[*]}")"
+    echo "DOCTOR_PROJECT_ID=$PROJECT_ID"
+    echo "DOCTOR_USER_ID=$USER_ID"
+    echo "DOCTOR_IMAGE_ID=$IMAGE_ID"
+    echo "DOCTOR_FLAVOR_ID=$FLAVOR_ID"
+    echo "DOCTOR_NETWORK_ID=$NETWORK_ID"
+    echo "DOCTOR_TESTBED_PYTHON=$py"
+  } >"$STATE"
+}
+
+cmd_env() {
+  [ -r "$STATE" ] || die "the test bed is not up (no $STATE): run '$0 up' first"
+  local line
+  while IFS= read -r line; do
+    printf 'export %s=%q\n' "${line%%=*}" "${line#*=}"
+  done <"$STATE"
+}
+
+# ---------------------------------------------------------------------------------------------
+# status and down
+
+cmd_status() {
+  local s pid have="" rc=0 url
+  pid_of rabbitmq >/dev/null || rabbit_running && have=$(queues_with_consumers)
+  printf '%-26s %-8s %s\n' SERVICE PID STATE
+  for s in mariadb rabbitmq "${ALL_SERVICES[@]}"; do
+    if pid=$(pid_of "$s"); then
+      case $s in
+        mariadb) timeout 5 mariadb-admin --no-defaults --socket="$MYSQL_SOCK" -uroot ping \
+                   >/dev/null 2>&1 && state=answers || state="no answer" ;;
+        rabbitmq) [ -n "$have" ] && state="answers" || state="no answer" ;;
+        placement-api) url=http://127.0.0.1:$PLACEMENT_PORT/ ;;
+        nova-api) url=http://127.0.0.1:$NOVA_PORT/ ;;
+        glance-api) url=http://127.0.0.1:$GLANCE_PORT/versions ;;
+        neutron-api) url=http://127.0.0.1:$NEUTRON_PORT/ ;;
+        aodh-api) url=http://127.0.0.1:$AODH_PORT/ ;;
+        *) grep -qxF "${QUEUE_OF[$s]}" <<<"$have" && state="consumes ${QUEUE_OF[$s]}" ||
+             state="not consuming ${QUEUE_OF[$s]}" ;;
+      esac
+      case $s in
+        *-api) curl -m 3 -s -o /dev/null "$url" && state="answers on ${url%/*}" || state="no answer" ;;
+      esac
+      [[ $state == answers* || $state == consumes* ]] || rc=1
+    else
+      pid=-
+      if [ "$s" = rabbitmq ] && rabbit_running; then state="runs (not started by the bed)"
+      else state="stopped"; rc=1; fi
+    fi
+    printf '%-26s %-8s %s\n' "$s" "$pid" "$state"
+  done
+  return $rc
+}
+
+stop_names() { # names...: TERM, wait (bounded), KILL
+  local s pid mode st live=() deadline
+  for s in "$@"; do
+    pid=$(pid_of "$s") || { rm -f "$PIDS/$s.pid"; continue; }
+    read -r pid mode st <"$PIDS/$s.pid"
+    if [ "$mode" = group ]; then kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    else kill -TERM "$pid" 2>/dev/null || true; fi
+    live+=("$s")
+  done
+  ((${#live[@]})) || return 0
+  log "stopping ${live[*]}"
+  deadline=$(($(date +%s) + 20))
+  while :; do
+    local still=()
+    for s in "${live[@]}"; do
+      read -r pid mode st <"$PIDS/$s.pid"
+      if pid_of "$s" >/dev/null || { [ "$mode" = group ] && kill -0 -- "-$pid" 2>/dev/null; }; then
+        still+=("$s")
+      fi
+    done
+    ((${#still[@]})) || break
+    if (($(date +%s) >= deadline)); then
+      log "killing ${still[*]} (no exit 20 s after TERM)"
+      for s in "${still[@]}"; do
+        read -r pid mode st <"$PIDS/$s.pid"
+        if [ "$mode" = group ]; then kill -KILL -- "-$pid" 2>/dev/null || true; fi
+        pid_of "$s" >/dev/null && kill -KILL "$pid" 2>/dev/null || true
+      done
+      sleep 0.5
+      break
+    fi
+    sleep 0.2
+  done
+  for s in "${live[@]}"; do rm -f "$PIDS/$s.pid"; done
+}
+
+cmd_down() {
+  need_root
+  [ -d "$PIDS" ] || { log "nothing to stop"; return 0; }
+  local t0
+  t0=$(now)
+  stop_names "${ALL_SERVICES[@]}"
+  stop_names mariadb rabbitmq
+  # epmd outlives the broker; stop it only if `up` started it and no other node uses it.
+  if pid_of epmd >/dev/null; then
+    if epmd -names 2>/dev/null | grep -q '^name '; then
+      log "epmd still serves another Erlang node: left running"
+      rm -f "$PIDS/epmd.pid"
+    else
+      stop_names epmd
+    fi
+  fi
+  rm -f "$STATE"
+  log "down in $(since "$t0") s"
+}
+
+cmd_purge() {
+  cmd_down
+  rm -rf "$DATA"
+  log "removed $DATA (installed files stay in $PREFIX)"
+}
+
 case "${1:-}" in
   install) cmd_install ;;
-  *) echo "usage: $0 install|up|env|status|down|purge" >&2; exit 2 ;;
+  up) cmd_up ;;
+  env) cmd_env ;;
+  status) cmd_status ;;
+  down) cmd_down ;;
+  purge) cmd_purge ;;
+  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -1,0 +1,98 @@
+"""The Controller on OpenStack Nova, through python-novaclient.
+
+- mark a host down: ``services.force_down``; from microversion 2.53 services
+  are addressed by id, from 2.11 to 2.52 by host and binary;
+- the VMs of a host: ``servers.list(search_opts={'host': H, 'all_tenants':
+  True})``, all pages;
+- reset a VM: ``servers.reset_state(id, state)``;
+- ``host_status`` of a server needs 2.16 or later.
+The microversion is the newest that both novaclient and the server speak.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from controller.base import Controller, ControllerError, NotFound, Server
+
+LOG = logging.getLogger(__name__)
+NEEDED = (2, 16)  # host_status; force_down itself needs 2.11
+SERVICE_ID_FROM = (2, 53)
+
+
+def _version(text: str) -> tuple[int, int]:
+    major, _, minor = text.partition(".")
+    return int(major), int(minor or 0)
+
+
+class NovaController(Controller):
+    """Nova as the Inspector's Controller; errors become ControllerError or NotFound."""
+
+    def __init__(self, session: Any, microversion: str = "auto") -> None:
+        import novaclient
+        from novaclient import client, exceptions
+
+        self._exceptions = exceptions
+        if microversion == "auto":
+            probe = client.Client("2.1", session=session)
+            try:
+                current = probe.versions.get_current()
+            except Exception as exc:
+                raise ControllerError(f"nova unreachable: {exc}") from None
+            server_max = _version(current.version or "2.1")
+            client_max = _version(novaclient.API_MAX_VERSION.get_string())
+            major, minor = min(server_max, client_max)
+            microversion = f"{major}.{minor}"
+        self.version = _version(microversion)
+        if self.version < NEEDED:
+            raise ControllerError(f"nova microversion {microversion} is too old: need "
+                                  f"{NEEDED[0]}.{NEEDED[1]} or later (host_status)")
+        self.nova = client.Client(microversion, session=session)
+        self._service_ids: dict[str, str] = {}
+        LOG.info("nova controller on microversion %s", microversion)
+
+    def _call(self, what: str, function: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except self._exceptions.NotFound as exc:
+            raise NotFound(f"{what}: {exc}") from None
+        except Exception as exc:  # novaclient and keystoneauth raise many kinds
+            raise ControllerError(f"{what}: {type(exc).__name__}: {exc}") from None
+
+    def list_servers(self, host: str | None = None) -> list[Server]:
+        search: dict[str, Any] = {"all_tenants": True}
+        if host is not None:
+            search["host"] = host
+        servers = self._call("list servers", self.nova.servers.list, detailed=True,
+                             search_opts=search, limit=-1)
+        return [Server(id=s.id, name=s.name, project_id=s.tenant_id,
+                       host=getattr(s, "OS-EXT-SRV-ATTR:host", None) or "",
+                       state=getattr(s, "OS-EXT-STS:vm_state", None) or "")
+                for s in servers]
+
+    def force_down(self, host: str, down: bool = True) -> None:
+        services = self.nova.services
+        if self.version >= SERVICE_ID_FROM:
+            service_id = self._service_ids.get(host)
+            if service_id is None:
+                found = self._call(f"find nova-compute on {host}", services.list, host=host,
+                                   binary="nova-compute")
+                if not found:
+                    raise NotFound(f"no nova-compute service on host {host}")
+                service_id = self._service_ids[host] = found[0].id
+            self._call(f"force {host} down={down}", services.force_down, service_id, down)
+        else:
+            self._call(f"force {host} down={down}", services.force_down, host,
+                       "nova-compute", down)
+
+    def reset_state(self, server_id: str, state: str = "error") -> None:
+        self._call(f"reset {server_id} to {state}", self.nova.servers.reset_state, server_id,
+                   state)
+
+    def host_status(self, server_id: str) -> str:
+        server = self._call(f"show {server_id}", self.nova.servers.get, server_id)
+        return getattr(server, "host_status", "") or "UNKNOWN"
+
+    def close(self) -> None:
+        pass

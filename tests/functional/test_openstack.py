@@ -1,0 +1,129 @@
+"""The Inspector against real Nova and Aodh (the test bed of tools/testbed/openstack.sh).
+
+Runs when the bed is up and its variables are set (``source <(tools/testbed/openstack.sh
+env)``); otherwise skipped, saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from doctor.alarms import aodh_client, vm_error_alarm
+from doctor.config import build
+from doctor.events import HOST_DOWN, HostEvent
+from doctor.openstack import make_session
+from doctor.store import make_engine
+from inspector.cli import build_controller, build_publisher
+from inspector.config import InspectorConfig
+from inspector.service import InspectorService
+from inspector.store import EventLog
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("OS_TESTBED") != "1",
+    reason="needs the OpenStack test bed: tools/testbed/openstack.sh install && up, then "
+           "source <(tools/testbed/openstack.sh env)")
+
+ENV = os.environ
+
+
+def wait_until(predicate, timeout_s, what):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def nova():
+    from novaclient import client
+
+    session = make_session(noauth_url=ENV["DOCTOR_NOVA_URL"], project_id=ENV["DOCTOR_PROJECT_ID"],
+                           user_id=ENV["DOCTOR_USER_ID"])
+    return client.Client("2.96", session=session)
+
+
+@pytest.fixture
+def servers(nova):
+    """Two servers booted on compute1; deleted and compute1 brought back afterwards."""
+    booted = [nova.servers.create(f"doctor-test-{uuid.uuid4().hex[:6]}", ENV["DOCTOR_IMAGE_ID"],
+                                  ENV["DOCTOR_FLAVOR_ID"],
+                                  nics=[{"net-id": ENV["DOCTOR_NETWORK_ID"]}],
+                                  availability_zone="nova:compute1") for _ in range(2)]
+    wait_until(lambda: all(nova.servers.get(s.id).status == "ACTIVE" for s in booted), 120,
+               "servers ACTIVE")
+    yield [s.id for s in booted]
+    for service in nova.services.list(host="compute1", binary="nova-compute"):
+        nova.services.force_down(service.id, False)
+    for server in booted:
+        nova.servers.delete(server.id)
+
+
+@pytest.fixture
+def consumer():
+    received = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append((time.time(), json.loads(self.rfile.read(
+                int(self.headers["Content-Length"])))))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/failure", received
+    httpd.shutdown()
+
+
+def inspector_for_the_bed(tmp_path) -> InspectorService:
+    config = build(InspectorConfig, "inspector", {
+        "token": "t", "database": f"sqlite:///{tmp_path}/inspector.db", "controller": "nova",
+        "nova_noauth_url": ENV["DOCTOR_NOVA_URL"], "os_project_id": ENV["DOCTOR_PROJECT_ID"],
+        "os_user_id": ENV["DOCTOR_USER_ID"], "notifier": "aodh",
+        "aodh_transport_url": ENV["DOCTOR_TRANSPORT_URL"], "resync_interval_s": "5"})
+    service = InspectorService(config, build_controller(config), build_publisher(config),
+                               EventLog(make_engine(config.database)))
+    service.start()
+    assert service.wait_ready(30)
+    return service
+
+
+def test_host_down_forces_nova_compute_down_errors_every_server_and_fires_aodh(
+        tmp_path, nova, servers, consumer):
+    url, received = consumer
+    aodh = aodh_client(ENV["DOCTOR_AODH_URL"], ENV["DOCTOR_PROJECT_ID"],
+                       user_id=ENV["DOCTOR_USER_ID"])
+    alarms = [aodh.alarm.create(vm_error_alarm(vm, url))["alarm_id"] for vm in servers]
+    service = inspector_for_the_bed(tmp_path)
+    try:
+        wait_until(lambda: {s.id for s in service.hostmap.servers_on("compute1")} >= set(servers),
+                   30, "the host map to hold the servers")
+        event = HostEvent.new(HOST_DOWN, "compute1", "test")
+        service.submit([event])
+        wait_until(lambda: len({body["alarm_id"] for _, body in received}) == len(alarms), 30,
+                   "Aodh's alarms at the consumer")
+        wait_until(lambda: service.log.get(event.monitor_event_id).status == "done", 60,
+                   "the inspector to finish")
+        assert all(nova.servers.get(vm).host_status == "DOWN" for vm in servers)
+        assert all(getattr(nova.servers.get(vm), "OS-EXT-STS:vm_state") == "error"
+                   for vm in servers)
+        [compute] = nova.services.list(host="compute1", binary="nova-compute")
+        assert compute.forced_down
+    finally:
+        service.stop()
+        for alarm in alarms:
+            aodh.alarm.delete(alarm)
