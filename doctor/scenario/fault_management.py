@@ -14,8 +14,6 @@ import argparse
 import json
 import logging
 import os
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -29,7 +27,8 @@ from doctor.testhosts import TestHostNetwork
 
 LOG = logging.getLogger(__name__)
 PASS_UNDER_S = 1.0
-FAILED_HOST = "compute-1"
+# The test bed's nova-compute hosts; the embedded controller takes the same names.
+FAILED_HOST, HEALTHY_HOST = "compute1", "compute2"
 
 
 class ScenarioError(RuntimeError):
@@ -77,22 +76,88 @@ def profile_rows(path: str) -> tuple[list[list[Any]], dict[str, Any]]:
     return rows, data
 
 
+class LocalCloud:
+    """The embedded controller as the cloud: VMs booted through its API."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        from controller.client import ControllerClient
+
+        self.controller = ControllerClient(pipeline.url("controller"), pipeline.token)
+
+    def boot(self, count: int, host: str, project: str) -> list[str]:
+        return [self.controller.create_server(f"doctor_vm{i}", project, host).id
+                for i in range(count)]
+
+    def host_status(self, vm: str) -> str:
+        return self.controller.host_status(vm)
+
+    def cleanup(self) -> None:
+        self.controller.close()
+
+
+class OpenStackCloud:
+    """Nova as the cloud: servers booted with novaclient on the compute host to fail."""
+
+    def __init__(self, env: dict[str, str], project: str) -> None:
+        from novaclient import client
+
+        from doctor.openstack import make_session
+
+        self.env = env
+        session = make_session(noauth_url=env["DOCTOR_NOVA_URL"], project_id=project,
+                               user_id=env["DOCTOR_USER_ID"])
+        self.nova = client.Client("2.96", session=session)
+        self.booted: list[str] = []
+
+    def boot(self, count: int, host: str, project: str) -> list[str]:
+        del project  # the session's project owns them
+        for i in range(count):
+            server = self.nova.servers.create(
+                f"doctor_vm{i}", self.env["DOCTOR_IMAGE_ID"], self.env["DOCTOR_FLAVOR_ID"],
+                nics=[{"net-id": self.env["DOCTOR_NETWORK_ID"]}],
+                availability_zone=f"nova:{host}")
+            self.booted.append(server.id)
+        wait_for(f"{count} servers ACTIVE on {host}",
+                 lambda: all(self.nova.servers.get(s).status == "ACTIVE" for s in self.booted),
+                 30 + 2 * count, interval_s=0.5)
+        return list(self.booted)
+
+    def host_status(self, vm: str) -> str:
+        return getattr(self.nova.servers.get(vm), "host_status", "") or "UNKNOWN"
+
+    def cleanup(self) -> None:
+        for server in self.booted:
+            try:
+                self.nova.servers.delete(server)
+            except Exception as exc:  # best effort: say what is left behind
+                LOG.warning("server %s not deleted: %s", server, exc)
+
+
+def testbed_env() -> dict[str, str]:
+    """The test bed's variables (``source <(tools/testbed/openstack.sh env)``)."""
+    needed = ("DOCTOR_NOVA_URL", "DOCTOR_AODH_URL", "DOCTOR_TRANSPORT_URL", "DOCTOR_USER_ID",
+              "DOCTOR_PROJECT_ID", "DOCTOR_IMAGE_ID", "DOCTOR_FLAVOR_ID", "DOCTOR_NETWORK_ID")
+    missing = [name for name in needed if not os.environ.get(name)]
+    if missing:
+        raise SystemExit(f"doctor run: error: --installer openstack needs {', '.join(missing)}"
+                         f" (source <(tools/testbed/openstack.sh env))")
+    return {name: os.environ[name] for name in needed}
+
+
 def run(args: argparse.Namespace) -> int:
     if args.vm_count < 1:
         raise SystemExit("doctor run: error: --vm-count (VM_COUNT) must be >= 1")
+    env = testbed_env() if args.installer == "openstack" else None
     workdir = args.workdir or tempfile.mkdtemp(prefix="doctor-run-")
-    pipeline = Pipeline(workdir, shortcut=args.path == "shortcut")
-    monitor = None
+    pipeline = Pipeline(workdir, shortcut=args.path == "shortcut", openstack=env)
     result: dict[str, Any] = {"vm_count": args.vm_count, "path": args.path,
-                              "failed_host": FAILED_HOST, "workdir": workdir}
+                              "installer": args.installer, "failed_host": FAILED_HOST,
+                              "workdir": workdir}
     try:
         with TestHostNetwork(prefix="drun", index=args.index) as net:
             try:
-                monitor = _run_steps(args, net, pipeline, result)
+                _run_steps(args, net, pipeline, result)
             finally:
-                if monitor is not None:
-                    monitor.terminate()
-                    monitor.wait(10)
                 pipeline.stop()
     except ScenarioError as exc:
         print(f"FAIL: {exc} (logs in {workdir})")
@@ -107,44 +172,51 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps(result, indent=2, sort_keys=True))
     print()
     print(f"notification time {result['notification_time_s'] * 1000:.1f} ms (monitor "
-          f"detection -> last of {args.vm_count} consumer notifications, {args.path} path): "
-          f"{'PASS' if passed else 'FAIL'} (under {PASS_UNDER_S:g} s, every VM notified, "
-          f"host_status DOWN)")
+          f"detection -> last of {args.vm_count} consumer notifications, {args.path} path, "
+          f"{args.installer}): {'PASS' if passed else 'FAIL'} (under {PASS_UNDER_S:g} s, "
+          f"every VM notified, host_status DOWN)")
     return 0 if passed else 1
 
 
 def _run_steps(args: argparse.Namespace, net: TestHostNetwork, pipeline: Pipeline,
-               result: dict[str, Any]) -> subprocess.Popen:
-    from controller.client import ControllerClient
-
+               result: dict[str, Any]) -> None:
     step = _Steps(8)
-    step("creating test hosts compute-1, compute-2 and a gateway as network namespaces")
-    net.add_hosts(["compute-1", "compute-2", "gateway"])
-    step(f"starting controller, notifier, inspector, consumer ({args.path} path; logs in "
-         f"{pipeline.workdir})")
+    hosts = [FAILED_HOST, HEALTHY_HOST]
+    step(f"creating test hosts {', '.join(hosts)} and a gateway as network namespaces")
+    net.add_hosts([*hosts, "gateway"])
+    parts = "inspector, consumer (Nova, Aodh)" if pipeline.openstack else \
+        "controller, notifier, inspector, consumer"
+    step(f"starting {parts} ({args.path} path; logs in {pipeline.workdir})")
     pipeline.start()
-    step("starting doctor-monitor on compute-1 and compute-2 (reference: the gateway)")
-    with open(os.path.join(pipeline.workdir, "monitor.log"), "w") as log:
-        monitor = subprocess.Popen(
-            [sys.executable, "-m", "monitor.cli", "--name", "doctor-run",
-             "--inspector-url", pipeline.url("inspector"), "--inspector-token", pipeline.token,
-             "--reference-hosts", net.hosts["gateway"].address,
-             "--profile-file", pipeline.profile_file, "--duration-s", "600",
-             *[f"--target={n}={net.hosts[n].address}" for n in ("compute-1", "compute-2")]],
-            stdout=log, stderr=subprocess.STDOUT)
+    step(f"starting doctor-monitor on {', '.join(hosts)} (reference: the gateway)")
+    monitor = pipeline.start_monitor(
+        ["--name", "doctor-run", "--reference-hosts", net.hosts["gateway"].address,
+         "--duration-s", "600", *[f"--target={n}={net.hosts[n].address}" for n in hosts]])
     project = uuid.uuid4().hex
-    step(f"creating the test project {project} and booting {args.vm_count} VMs on "
-         f"{FAILED_HOST}")
-    controller = ControllerClient(pipeline.url("controller"), pipeline.token)
-    vms = [controller.create_server(f"doctor_vm{i}", project, FAILED_HOST).id
-           for i in range(args.vm_count)]
-    step(f"creating {len(vms)} event alarms with aodhclient")
-    aodh = aodh_client(pipeline.url("notifier"), project)
-    create_vm_alarms(aodh, vms, pipeline.url("consumer") + "/failure")
+    cloud = OpenStackCloud(pipeline.openstack, project) if pipeline.openstack \
+        else LocalCloud(pipeline)
+    try:
+        step(f"creating the test project {project} and booting {args.vm_count} VMs on "
+             f"{FAILED_HOST}")
+        vms = cloud.boot(args.vm_count, FAILED_HOST, project)
+        step(f"creating {len(vms)} event alarms with aodhclient")
+        aodh = aodh_client(pipeline.url("notifier"), project)
+        alarms = create_vm_alarms(aodh, vms, pipeline.url("consumer") + "/failure")
+        try:
+            _fail_and_measure(net, pipeline, cloud, vms, monitor, step, result)
+        finally:
+            for alarm in alarms:
+                aodh.alarm.delete(alarm)
+    finally:
+        cloud.cleanup()
+
+
+def _fail_and_measure(net: TestHostNetwork, pipeline: Pipeline, cloud: Any, vms: list[str],
+                      monitor: Any, step: Any, result: dict[str, Any]) -> None:
     wait_for("the inspector to map the VMs to their host",
-             lambda: inspector_host(pipeline, FAILED_HOST).get("servers") == len(vms), 10)
+             lambda: inspector_host(pipeline, FAILED_HOST).get("servers") == len(vms), 30)
     time.sleep(0.5)  # the monitor has seen every host answer
-    if monitor.poll() is not None:
+    if not monitor.alive():
         raise ScenarioError("doctor-monitor exited; see monitor.log")
     step(f"injecting the fault: link down inside {FAILED_HOST}'s namespace")
     profiler.Profiler(pipeline.profile_file).record("T00")
@@ -153,7 +225,7 @@ def _run_steps(args: argparse.Namespace, net: TestHostNetwork, pipeline: Pipelin
                    lambda: (lambda n: n if len(n) >= len(vms) else None)(notifications(pipeline)),
                    10)
     step("checking the VMs' host_status")
-    statuses = {vm: controller.host_status(vm) for vm in vms}
+    statuses = {vm: cloud.host_status(vm) for vm in vms}
     result["host_status_down"] = all(s == "DOWN" for s in statuses.values())
     if not result["host_status_down"]:
         LOG.error("host_status not DOWN: %s", {k: v for k, v in statuses.items()
@@ -170,8 +242,6 @@ def _run_steps(args: argparse.Namespace, net: TestHostNetwork, pipeline: Pipelin
     net.link_up(FAILED_HOST)
     wait_for(f"{FAILED_HOST} up again at the inspector",
              lambda: inspector_host(pipeline, FAILED_HOST).get("state") == "up", 10)
-    controller.close()
-    return monitor
 
 
 class _Steps:
@@ -186,6 +256,10 @@ class _Steps:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vm-count", type=int, default=int(os.environ.get("VM_COUNT", 1)),
                         help="VMs on the host that fails (default: $VM_COUNT or 1)")
+    parser.add_argument("--installer", choices=("local", "openstack"), default="local",
+                        help="local: the embedded controller and notifier; openstack: Nova "
+                             "and Aodh of the test bed (its DOCTOR_* variables, from "
+                             "`tools/testbed/openstack.sh env`)")
     parser.add_argument("--path", choices=("shortcut", "conservative"), default="shortcut",
                         help="shortcut: the inspector notifies the VM errors itself; "
                              "conservative: only the controller's own notifications do")
