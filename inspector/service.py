@@ -164,7 +164,9 @@ class InspectorService:
                 return
 
     def _work(self) -> None:
-        self._map_ready.wait()  # acting on an empty map would miss the VMs
+        while not self._map_ready.wait(0.5):  # acting on an empty map would miss the VMs
+            if self._stop.is_set():
+                return
         while not self._stop.is_set():
             event = self._queue.get()
             if event is None:

@@ -35,6 +35,23 @@ declare -A VENV_REQS=(
   [aodh]="aodh==23.0.0 ceilometer==27.0.0 PyMySQL==1.2.4 $GUNICORN python-novaclient==18.13.1 aodhclient==3.12.0"
 )
 VENV_NAMES=(nova glance neutron aodh)
+declare -A WARM_IMPORTS=(
+  [nova]="nova.cmd.conductor nova.cmd.scheduler nova.cmd.compute nova.virt.fake
+    nova.api.openstack.compute.routes nova.api.openstack.wsgi_app nova.conductor.manager
+    nova.scheduler.manager nova.compute.manager placement.wsgi placement.handler
+    placement.cmd.manage placement.db.sqlalchemy.migration gunicorn.app.wsgiapp
+    gunicorn.workers.gthread pymysql | nova.cmd.manage"
+  [glance]="glance.common.wsgi_app glance.api.v2.router glance.cmd.manage glance.db.sqlalchemy.api
+    glance_store._drivers.filesystem gunicorn.app.wsgiapp gunicorn.workers.gthread"
+  [neutron]="neutron.server.api neutron.plugins.ml2.plugin neutron.db.migration.cli
+    neutron.api.v2.router neutron.pecan_wsgi.app neutron.services.l3_router.l3_router_plugin
+    gunicorn.app.wsgiapp gunicorn.workers.gthread pymysql"
+  [aodh]="aodh.api.app aodh.api.controllers.v2.root aodh.cmd.alarm aodh.cmd.storage aodh.event
+    aodh.notifier.rest aodh.storage.impl_sqlalchemy ceilometer.cmd.agent_notification
+    ceilometer.notification ceilometer.event.converter ceilometer.publisher.messaging
+    ceilometer.pipeline.event novaclient.client novaclient.v2.client aodhclient.v2.client
+    oslo_messaging gunicorn.app.wsgiapp gunicorn.workers.gthread pymysql"
+)
 DEBS=(rabbitmq-server mariadb-server curl)
 
 # Loopback ports. Aodh keeps its own port 8042 (the embedded notifier's default too: run one).
@@ -59,6 +76,11 @@ USER_ID=${TESTBED_USER_ID:-7e57bed0000000000000000000000002}
 FLAVOR_NAME=doctor.tiny
 IMAGE_NAME=doctor-tiny
 NETWORK_NAME=doctor-net
+
+# The services write their bytecode on first import (the install compiles none: that would cost
+# ~50 s for all files, most never imported); an inherited PYTHONDONTWRITEBYTECODE would make
+# every start compile again.
+unset PYTHONDONTWRITEBYTECODE
 
 log() { printf '%s testbed: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -110,6 +132,7 @@ install_venv() { # name
   local name=$1 venv=$VENVS/$1 reqs=${VENV_REQS[$1]} python stamp_want
   python=$(python3 -c 'import sys; print(sys.executable)')
   stamp_want="$($python --version 2>&1) $reqs"
+  [ "$name" = neutron ] && stamp_want+=" bind-any $(cat "$HERE"/neutron_bind_any/*.py "$HERE"/neutron_bind_any/pyproject.toml | sha1sum | cut -c1-12)"
   if [ -x "$venv/bin/python" ] && [ "$(cat "$venv/.testbed-installed" 2>/dev/null)" = "$stamp_want" ]; then
     log "venv $name present"
     return 0
@@ -117,7 +140,27 @@ install_venv() { # name
   rm -rf "$venv"
   "$PREFIX/uv/bin/uv" venv -q --python "$python" "$venv"
   # shellcheck disable=SC2086
-  "$PREFIX/uv/bin/uv" pip install -q --compile-bytecode --python "$venv/bin/python" $reqs
+  "$PREFIX/uv/bin/uv" pip install -q --python "$venv/bin/python" $reqs
+  if [ "$name" = neutron ]; then # the ML2 driver that binds ports without agents (built in a copy:
+    local src                   # a build leaves build/ and *.egg-info beside its sources)
+    src=$(mktemp -d)
+    cp -r "$HERE/neutron_bind_any" "$src/"
+    "$PREFIX/uv/bin/uv" pip install -q --python "$venv/bin/python" "$src/neutron_bind_any"
+    rm -rf "$src"
+  fi
+  # Write the bytecode of what the services import (a fraction of all files) while apt runs,
+  # so a cold `up` does not compile it on two busy cores. A failed import only costs time later.
+  # One process per "|"-separated group (nova-manage uses eventlet, the services must not).
+  local group
+  while IFS= read -r -d '|' group; do
+    # shellcheck disable=SC2086
+    "$venv/bin/python" -W ignore -c "import importlib, sys
+for m in sys.argv[1:]:
+    try:
+        importlib.import_module(m)
+    except Exception as exc:
+        print('testbed: warm import of', m, 'failed:', exc)" $group || true
+  done <<<"${WARM_IMPORTS[$name]}|"
   printf '%s' "$stamp_want" >"$venv/.testbed-installed"
   log "venv $name installed"
 }
@@ -233,7 +276,8 @@ start_mariadb() {
     --socket="$MYSQL_SOCK" --port="$MYSQL_PORT" --bind-address=127.0.0.1 \
     --pid-file="$RUN/mysqld.pid" --log-error="$LOGS/mariadb.log" --skip-name-resolve \
     --max-connections=2000 --innodb-buffer-pool-size=128M --innodb-flush-log-at-trx-commit=0 \
-    --innodb-doublewrite=0 --skip-log-bin --performance-schema=OFF \
+    --innodb-doublewrite=0 --innodb-flush-method=nosync --skip-sync-frm --skip-log-bin \
+    --performance-schema=OFF \
     --character-set-server=utf8mb4 --collation-server=utf8mb4_general_ci
 }
 
@@ -440,7 +484,8 @@ EOF
 [ml2]
 type_drivers = flat
 tenant_network_types =
-mechanism_drivers =
+# No agents, so no real driver would bind a port (Nova: "Binding failed"): bind them all.
+mechanism_drivers = doctor_bind_any
 extension_drivers = port_security
 
 [ml2_type_flat]
@@ -776,6 +821,7 @@ write_state() {
     echo "DOCTOR_IMAGE_ID=$IMAGE_ID"
     echo "DOCTOR_FLAVOR_ID=$FLAVOR_ID"
     echo "DOCTOR_NETWORK_ID=$NETWORK_ID"
+    echo "DOCTOR_SUBNET_ID=$SUBNET_ID"
     echo "DOCTOR_TESTBED_PYTHON=$py"
   } >"$STATE"
 }
@@ -784,7 +830,7 @@ cmd_env() {
   [ -r "$STATE" ] || die "the test bed is not up (no $STATE): run '$0 up' first"
   local line
   while IFS= read -r line; do
-    printf 'export %s=%q\n' "${line%%=*}" "${line#*=}"
+    printf "export %s='%s'\n" "${line%%=*}" "${line#*=}" # values hold no single quote
   done <"$STATE"
 }
 
