@@ -18,6 +18,7 @@ from doctor.events import instance_update
 from doctor.eventsink import free_port
 from doctor.profiler import read
 from tests.functional.test_controller_api import start_controller, stop
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTROLLER_TOKEN = "consumer-test-secret"
@@ -67,14 +68,6 @@ def consumer(tmp_path_factory):
     assert process.returncode == 0, log.read_text()
 
 
-def wait_for(predicate, timeout_s: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def test_an_alarm_is_answered_recorded_logged_and_listed(consumer):
@@ -93,7 +86,7 @@ def test_an_alarm_is_answered_recorded_logged_and_listed(consumer):
     assert kept["instance_id"] == instance_id
     assert before <= kept["received_at"] <= after
 
-    line = wait_for(lambda: re.search(r"doctor consumer notified at (\d+\.\d{6}) alarm (\S+) "
+    line = wait_until(lambda: re.search(r"doctor consumer notified at (\d+\.\d{6}) alarm (\S+) "
                                       r"instance (\S+)", log.read_text()), what="the log line")
     assert float(line.group(1)) == pytest.approx(kept["received_at"], abs=1e-6)
     assert line.group(2, 3) == (payload["alarm_id"], instance_id)
@@ -183,11 +176,12 @@ def test_recovery_recreates_the_failed_vm_on_a_healthy_host_once(tmp_path):
                 return None
             return [s for s in servers if s.name == "vnf"]
 
-        [replacement] = wait_for(recovered, what="the failed VM to be recreated")
+        [replacement] = wait_until(recovered, 10, what="the failed VM to be recreated")
         assert replacement.host == "compute-3" and replacement.project_id == "tenant-r"
         assert replacement.state == "active" and replacement.id != failed.id
         assert controller.get_server(bystander.id).host == "compute-1"  # no alarm, no action
-        wait_for(lambda: "recovered: recreated as" in log.read_text(), what="the recovery log")
+        wait_until(lambda: "recovered: recreated as" in log.read_text(), 10,
+                   what="the recovery log")
         time.sleep(0.2)  # a second recovery, if any, would have shown by now
         assert [s.name for s in controller.list_servers()].count("vnf") == 1
         assert log.read_text().count("recovered: recreated as") == 1

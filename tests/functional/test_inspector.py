@@ -13,16 +13,7 @@ from controller.client import ControllerClient
 from doctor.alarms import aodh_client, vm_error_alarm
 from doctor.events import HOST_DOWN, HostEvent
 from doctor.pipeline import Pipeline
-
-
-def wait_until(predicate, timeout_s, what):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+from tests.waiting import wait_until
 
 
 @pytest.fixture

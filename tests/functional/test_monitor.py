@@ -17,6 +17,7 @@ from doctor.eventsink import EventSink, free_port
 from monitor.config import MonitorConfig
 from monitor.detector import HostState
 from monitor.ping import PingMonitor
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,12 +29,6 @@ def config_for(net, url: str = "", **options) -> MonitorConfig:
                                             "inspector_url": url, **options})
 
 
-def wait_until(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.01)
 
 
 def all_up(monitor: PingMonitor) -> bool:

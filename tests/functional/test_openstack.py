@@ -24,6 +24,7 @@ from inspector.cli import build_controller, build_publisher
 from inspector.config import InspectorConfig
 from inspector.service import InspectorService
 from inspector.store import EventLog
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("OS_TESTBED") != "1",
@@ -33,14 +34,6 @@ pytestmark = pytest.mark.skipif(
 ENV = os.environ
 
 
-def wait_until(predicate, timeout_s, what):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 @pytest.fixture

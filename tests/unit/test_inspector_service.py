@@ -16,6 +16,7 @@ from inspector.config import InspectorConfig
 from inspector.service import InspectorService
 from inspector.store import EventLog
 from notifier.base import EventPublisher
+from tests.waiting import wait_until
 
 
 class FakeController(Controller):
@@ -78,11 +79,6 @@ def make_service(tmp_path, controller, publisher=None, **options):
     return service
 
 
-def wait_until(predicate, timeout_s=5.0):
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.005)
 
 
 def down(host, at=None):

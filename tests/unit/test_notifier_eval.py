@@ -13,6 +13,7 @@ from notifier.actions import ActionDispatcher, redact
 from notifier.config import NotifierConfig
 from notifier.embedded import EmbeddedNotifier
 from notifier.evaluator import ALARM, Evaluator, Firing, utc_iso
+from tests.waiting import wait_until
 
 VM = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
 
@@ -326,11 +327,6 @@ def a_firing(url):
                   instance_id=VM, at=time.time(), alarm={})
 
 
-def wait_until(predicate, timeout_s=5.0):
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def test_server_errors_are_retried_with_the_same_request_id_and_4xx_is_final():

@@ -5,6 +5,7 @@ import time
 from doctor.events import HOST_DOWN, HOST_UP, HostEvent
 from doctor.eventsink import EventSink
 from monitor.sender import EventSender
+from tests.waiting import wait_until
 
 
 def make_sender(url, deliveries, **kwargs):
@@ -14,11 +15,6 @@ def make_sender(url, deliveries, **kwargs):
     return sender
 
 
-def wait(predicate, timeout_s=5.0):
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def test_server_errors_are_retried_with_the_same_event_id():
@@ -28,9 +24,9 @@ def test_server_errors_are_retried_with_the_same_event_id():
     try:
         event = HostEvent.new(HOST_DOWN, "compute-1", "m")
         sender.submit(event)
-        wait(lambda: len(sink.requests) >= 3)
+        wait_until(lambda: len(sink.requests) >= 3)
         sink.status = 202
-        wait(lambda: deliveries)
+        wait_until(lambda: deliveries)
         assert deliveries[0].status == 202 and deliveries[0].attempts >= 4
         ids = {e["details"]["monitor_event_id"] for e in sink.events()}
         assert ids == {event.monitor_event_id}
@@ -45,7 +41,7 @@ def test_client_errors_are_final():
     sender = make_sender(sink.url, deliveries)
     try:
         sender.submit(HostEvent.new(HOST_DOWN, "compute-1", "m"))
-        wait(lambda: deliveries)
+        wait_until(lambda: deliveries)
         time.sleep(0.2)
         assert len(sink.requests) == 1 and deliveries[0].status == 400
     finally:
@@ -63,9 +59,9 @@ def test_queued_events_go_in_order_and_in_batches():
             sender.submit(event)
         events.append(HostEvent.new(HOST_UP, "c0", "m"))
         sender.submit(events[-1])
-        wait(lambda: len(sink.requests) >= 2)
+        wait_until(lambda: len(sink.requests) >= 2)
         sink.status = 202
-        wait(lambda: len(deliveries) == 6)
+        wait_until(lambda: len(deliveries) == 6)
         accepted = [e["details"]["monitor_event_id"] for e in sink.events()]
         order = list(dict.fromkeys(accepted))
         assert order == [e.monitor_event_id for e in events]
@@ -81,7 +77,7 @@ def test_without_url_events_are_json_lines():
     sender = make_sender("", deliveries, stream=stream)
     event = HostEvent.new(HOST_DOWN, "compute-1", "m")
     sender.submit(event)
-    wait(lambda: deliveries)
+    wait_until(lambda: deliveries)
     sender.stop()
     assert json.loads(stream.getvalue()) == event.to_doctor()
 
