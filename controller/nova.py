@@ -12,6 +12,7 @@ The microversion is the newest that both novaclient and the server speak.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from controller.base import Controller, ControllerError, NotFound, Server
@@ -30,12 +31,32 @@ class NovaController(Controller):
     """Nova as the Inspector's Controller; errors become ControllerError or NotFound."""
 
     def __init__(self, session: Any, microversion: str = "auto") -> None:
-        import novaclient
-        from novaclient import client, exceptions
+        from novaclient import exceptions
 
         self._exceptions = exceptions
+        self._session = session
+        self._wanted = microversion
+        self._nova: Any = None
+        self._lock = threading.Lock()
+        self.version: tuple[int, int] | None = None
+        self._service_ids: dict[str, str] = {}
+
+    @property
+    def nova(self) -> Any:
+        """The client, on the negotiated microversion: negotiated at first use, so an
+        inspector started while Nova is down comes up and says so, then catches up."""
+        with self._lock:
+            if self._nova is None:
+                self._nova = self._negotiate()
+            return self._nova
+
+    def _negotiate(self) -> Any:
+        import novaclient
+        from novaclient import client
+
+        microversion = self._wanted
         if microversion == "auto":
-            probe = client.Client("2.1", session=session)
+            probe = client.Client("2.1", session=self._session)
             try:
                 current = probe.versions.get_current()
             except Exception as exc:
@@ -44,13 +65,13 @@ class NovaController(Controller):
             client_max = _version(novaclient.API_MAX_VERSION.get_string())
             major, minor = min(server_max, client_max)
             microversion = f"{major}.{minor}"
-        self.version = _version(microversion)
-        if self.version < NEEDED:
+        version = _version(microversion)
+        if version < NEEDED:
             raise ControllerError(f"nova microversion {microversion} is too old: need "
                                   f"{NEEDED[0]}.{NEEDED[1]} or later (host_status)")
-        self.nova = client.Client(microversion, session=session)
-        self._service_ids: dict[str, str] = {}
+        self.version = version
         LOG.info("nova controller on microversion %s", microversion)
+        return client.Client(microversion, session=self._session)
 
     def _call(self, what: str, function: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -73,7 +94,7 @@ class NovaController(Controller):
 
     def force_down(self, host: str, down: bool = True) -> None:
         services = self.nova.services
-        if self.version >= SERVICE_ID_FROM:
+        if self.version is not None and self.version >= SERVICE_ID_FROM:
             service_id = self._service_ids.get(host)
             if service_id is None:
                 found = self._call(f"find nova-compute on {host}", services.list, host=host,

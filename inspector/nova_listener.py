@@ -42,7 +42,8 @@ class NovaListener:
     """A background oslo.messaging notification listener."""
 
     def __init__(self, transport_url: str, apply: Callable[[list[dict[str, Any]]], None],
-                 topic: str = "notifications", pool: str = "doctor-inspector") -> None:
+                 topic: str = "notifications", exchange: str = "nova",
+                 pool: str = "doctor-inspector") -> None:
         import oslo_messaging
         from oslo_config import cfg
 
@@ -50,7 +51,9 @@ class NovaListener:
         conf([], project="doctor")
         transport = oslo_messaging.get_notification_transport(conf, url=transport_url)
         self.listener = oslo_messaging.get_notification_listener(
-            transport, [oslo_messaging.Target(topic=topic)], [_Endpoint(apply)],
+            # Nova publishes on its own exchange (its control_exchange), not "openstack".
+            transport, [oslo_messaging.Target(topic=topic, exchange=exchange)],
+            [_Endpoint(apply)],
             executor="threading", pool=pool)
 
     def start(self) -> None:
