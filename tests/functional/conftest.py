@@ -23,6 +23,17 @@ def require_root() -> None:
     pytest.skip(reason)
 
 
+def require_testbed() -> None:
+    """The OpenStack test bed's tests run when it is up (scripts/test.sh starts it as root)."""
+    if os.environ.get("OS_TESTBED") == "1":
+        return
+    reason = ("needs the OpenStack test bed: sudo tools/testbed/openstack.sh install && up, "
+              "then eval \"$(tools/testbed/openstack.sh env)\" (scripts/test.sh does this)")
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}; in CI a skip is a failure")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _no_leftovers():
     yield

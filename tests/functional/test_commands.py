@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.functional.conftest import require_root
+from tests.functional.conftest import require_root, require_testbed
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,6 +36,21 @@ def test_doctor_run_passes_end_to_end(vm_count, path):
     assert profile["T09"]["count"] == vm_count
     assert ("T05" in profile) == (path == "shortcut")
     assert "PASS" in result.stdout.splitlines()[-1]
+
+
+@pytest.mark.parametrize("vm_count, path", [(1, "shortcut"), (10, "shortcut"),
+                                           (10, "conservative")])
+def test_doctor_run_passes_against_real_nova_and_aodh(vm_count, path):
+    require_root()
+    require_testbed()
+    result = doctor("run", "--installer", "openstack", "--index", "151", "--vm-count",
+                    str(vm_count), "--path", path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout[result.stdout.index("\n{") + 1:
+                                      result.stdout.rindex("}") + 1])
+    assert report["passed"] and report["host_status_down"] and report["notified"] == vm_count
+    assert report["installer"] == "openstack"
+    assert report["profile"]["T09"]["count"] == vm_count
 
 
 def test_bench_detect_prints_a_table_and_json(tmp_path):

@@ -24,12 +24,13 @@ from inspector.cli import build_controller, build_publisher
 from inspector.config import InspectorConfig
 from inspector.service import InspectorService
 from inspector.store import EventLog
+from tests.functional.conftest import require_testbed
 from tests.waiting import wait_until
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("OS_TESTBED") != "1",
-    reason="needs the OpenStack test bed: tools/testbed/openstack.sh install && up, then "
-           "source <(tools/testbed/openstack.sh env)")
+
+@pytest.fixture(scope="module", autouse=True)
+def _testbed():
+    require_testbed()
 
 ENV = os.environ
 
@@ -120,3 +121,33 @@ def test_host_down_forces_nova_compute_down_errors_every_server_and_fires_aodh(
         service.stop()
         for alarm in alarms:
             aodh.alarm.delete(alarm)
+
+
+def test_a_server_booted_after_the_inspector_started_is_mapped_from_notifications(
+        tmp_path, nova):
+    from inspector.nova_listener import NovaListener
+
+    config = build(InspectorConfig, "inspector", {
+        "token": "t", "database": f"sqlite:///{tmp_path}/inspector.db", "controller": "nova",
+        "nova_noauth_url": ENV["DOCTOR_NOVA_URL"], "os_project_id": ENV["DOCTOR_PROJECT_ID"],
+        "os_user_id": ENV["DOCTOR_USER_ID"], "notifier": "aodh",
+        "aodh_transport_url": ENV["DOCTOR_TRANSPORT_URL"], "resync_interval_s": "0"})
+    service = InspectorService(config, build_controller(config), build_publisher(config),
+                               EventLog(make_engine(config.database)))
+    service.start()  # resync 0: the map is loaded once, then only notifications change it
+    listener = NovaListener(ENV["DOCTOR_TRANSPORT_URL"], service.on_notifications)
+    listener.start()
+    server = None
+    try:
+        assert service.wait_ready(30)
+        server = nova.servers.create(f"doctor-late-{uuid.uuid4().hex[:6]}",
+                                     ENV["DOCTOR_IMAGE_ID"], ENV["DOCTOR_FLAVOR_ID"],
+                                     nics=[{"net-id": ENV["DOCTOR_NETWORK_ID"]}],
+                                     availability_zone="nova:compute2")
+        wait_until(lambda: server.id in {s.id for s in service.hostmap.servers_on("compute2")},
+                   60, "the new server in the host map")
+    finally:
+        listener.stop()
+        service.stop()
+        if server is not None:
+            nova.servers.delete(server.id)

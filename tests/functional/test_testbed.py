@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.functional.conftest import require_testbed
+
 SMOKE = Path(__file__).resolve().parents[2] / "tools" / "testbed" / "smoke.py"
 DEFAULT_PYTHON = "/opt/doctor-testbed/venvs/aodh/bin/python"
 
@@ -32,11 +34,10 @@ def _checks() -> list[str]:
     return list(module.CHECKS)
 
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("OS_TESTBED") != "1",
-    reason="needs the OpenStack test bed: sudo tools/testbed/openstack.sh install && "
-           "sudo tools/testbed/openstack.sh up, then eval \"$(tools/testbed/openstack.sh env)\" "
-           "(sets OS_TESTBED=1)")
+
+@pytest.fixture(scope="module", autouse=True)
+def _testbed():
+    require_testbed()
 
 
 @pytest.fixture(scope="module")

@@ -77,9 +77,9 @@ FLAVOR_NAME=doctor.tiny
 IMAGE_NAME=doctor-tiny
 NETWORK_NAME=doctor-net
 
-# The services write their bytecode on first import (the install compiles none: that would cost
-# ~50 s for all files, most never imported); an inherited PYTHONDONTWRITEBYTECODE would make
-# every start compile again.
+# Bytecode: the install writes that of the modules the services import (compiling every file
+# would cost ~50 s more, most are never imported); the services write the rest on first import,
+# which an inherited PYTHONDONTWRITEBYTECODE would turn into a compile at every start.
 unset PYTHONDONTWRITEBYTECODE
 
 log() { printf '%s testbed: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -232,8 +232,12 @@ start_service() { # name env-assignments... -- command...
   while [ "$1" != "--" ]; do envs+=("$1"); shift; done
   shift
   printf '\n==== %s start: %s\n' "$(date -Is)" "$*" >>"$LOGS/$name.log"
-  # setsid without a fork (this shell is not a group leader), so $! is the service itself.
-  env "${envs[@]}" setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+  local nice=()
+  [[ " ${NICED[*]} " == *" $name "* ]] && nice=(nice -n 10)
+  # From a neutral directory (gunicorn puts its cwd on sys.path: the repository's own top-level
+  # packages must not shadow anything), exec'd, and setsid does not fork (this shell leads no
+  # process group): $! is the service itself, leader of its own process group.
+  (cd "$RUN" && exec env "${envs[@]}" setsid "${nice[@]}" "$@") >>"$LOGS/$name.log" 2>&1 </dev/null &
   pid=$!
   record_pid "$name" "$pid" group
 }
@@ -241,7 +245,7 @@ start_service() { # name env-assignments... -- command...
 service_failed() { # name reason
   log "$1: $2; the end of $LOGS/$1.log:"
   tail -n 40 "$LOGS/$1.log" 2>/dev/null | sed 's/^/    /' >&2
-  die "$1 did not come up (other logs: $LOGS/)"
+  die "$1 did not come up (other logs: $LOGS/; '$0 down' stops what did)"
 }
 
 wait_http() { # name url timeout-s [extra curl args...]: bounded; any HTTP answer < 500 counts
@@ -321,13 +325,20 @@ start_rabbitmq() { # start the broker unless one runs; then the bed's vhost, per
     record_pid rabbitmq "$pid" pid
     if [ -z "$epmd_before" ] && pid=$(pgrep -x epmd); then record_pid epmd "$pid" pid; fi
   fi
+  log "broker runs"
+  # Each rabbitmqctl call boots an Erlang VM (~1 s): one look first, the set-up only if needed.
+  local policy="{\"max-length\":100000,\"message-ttl\":$NOTIFICATION_TTL_MS}"
+  if timeout 30 rabbitmqctl -q list_policies -p "$VHOST" 2>/dev/null | grep -qF "$policy"; then
+    return 0
+  fi
   timeout 30 rabbitmqctl -q list_vhosts 2>/dev/null | grep -qx "$VHOST" ||
     timeout 30 rabbitmqctl -q add_vhost "$VHOST" >>"$LOGS/rabbitmq.log" 2>&1
   timeout 30 rabbitmqctl -q set_permissions -p "$VHOST" guest '.*' '.*' '.*' >>"$LOGS/rabbitmq.log" 2>&1
   # Nothing reads versioned notifications unless a test does: bound every notification queue.
   timeout 30 rabbitmqctl -q set_policy -p "$VHOST" --apply-to queues doctor-testbed-notifications \
-    '^(versioned_)?notifications\.' "{\"message-ttl\":$NOTIFICATION_TTL_MS,\"max-length\":100000}" \
-    >>"$LOGS/rabbitmq.log" 2>&1 || service_failed rabbitmq "could not set up vhost $VHOST"
+    '^(versioned_)?notifications\.' "$policy" >>"$LOGS/rabbitmq.log" 2>&1 ||
+    service_failed rabbitmq "could not set up vhost $VHOST"
+  log "vhost $VHOST set up"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -579,7 +590,13 @@ EOF
 # ---------------------------------------------------------------------------------------------
 # the OpenStack services. One chain per component runs in the background: its schema sync (only
 # when the stamp with the installed versions differs, i.e. on a cold start), then its services.
-# Chains that start users of the bus wait for RabbitMQ's vhost first.
+# The APIs connect to the bus lazily; the services that consume from it at start wait for
+# RabbitMQ's vhost first. While `up` runs, what is off its critical path (nova's schemas ->
+# RabbitMQ -> nova-conductor -> computes -> discover_hosts) runs niced, so that path gets the
+# two cores first; `up` sets the services back to normal priority when everything answers.
+NICED=(nova-api nova-scheduler glance-api neutron-api aodh-api aodh-listener aodh-notifier
+       ceilometer-notification)
+NICED_SYNCS=(glance neutron aodh)
 
 dbsync_stamp_want() { cat "$VENVS"/*/.testbed-installed; }
 
@@ -605,10 +622,13 @@ synced() { # component command...: the schema sync, logged; the chain exits 10 i
   local comp=$1
   shift
   ((SYNC)) || return 0
-  "$@" >"$LOGS/dbsync-$comp.log" 2>&1 || exit 10
+  local nice=()
+  [[ " ${NICED_SYNCS[*]} " == *" $comp "* ]] && nice=(nice -n 10)
+  "${nice[@]}" "$@" >"$LOGS/dbsync-$comp.log" 2>&1 || exit 10
 }
 
 chain_placement() {
+  ((SYNC)) || wait_rabbit_ready # warm: let the broker boot alone first (it is the slow one)
   synced placement "$VENVS/nova/bin/placement-manage" \
     --config-file "$ETC/placement/placement.conf" db sync
   # shellcheck disable=SC2046
@@ -617,21 +637,23 @@ chain_placement() {
 }
 
 chain_nova() {
+  ((SYNC)) || wait_rabbit_ready # warm: let the broker boot alone first (it is the slow one)
   # api_db sync, map_cell0, db sync, create_cell: nova-manage's commands in one process
   synced nova "$VENVS/nova/bin/python" "$HERE/nova_db_setup.py" "$ETC/nova/nova.conf" \
     "$ETC/nova/nova-db.conf" "$DB/nova_cell0?charset=utf8" "$DB/nova?charset=utf8" \
     "$TRANSPORT_URL"
-  wait_rabbit_ready
   local NC=(--config-file "$ETC/nova/nova.conf" --config-file "$ETC/nova/nova-db.conf")
   # shellcheck disable=SC2046
   start_service nova-api OS_NOVA_CONFIG_DIR="$ETC/nova" \
     OS_NOVA_CONFIG_FILES="api-paste.ini;nova.conf;nova-db.conf" -- \
     "$VENVS/nova/bin/gunicorn" $(gunicorn_args $NOVA_PORT) nova_api:application
+  wait_rabbit_ready
   start_service nova-conductor -- "$VENVS/nova/bin/nova-conductor" "${NC[@]}"
   start_service nova-scheduler -- "$VENVS/nova/bin/nova-scheduler" "${NC[@]}"
 }
 
 chain_glance() {
+  ((SYNC)) || wait_rabbit_ready # warm: let the broker boot alone first (it is the slow one)
   synced glance "$VENVS/glance/bin/glance-manage" --config-file "$ETC/glance/glance-api.conf" db_sync
   # shellcheck disable=SC2046
   start_service glance-api OS_GLANCE_CONFIG_DIR="$ETC/glance" -- \
@@ -639,9 +661,9 @@ chain_glance() {
 }
 
 chain_neutron() {
+  ((SYNC)) || wait_rabbit_ready # warm: let the broker boot alone first (it is the slow one)
   synced neutron "$VENVS/neutron/bin/neutron-db-manage" --config-file "$ETC/neutron/neutron.conf" \
     --config-file "$ETC/neutron/ml2_conf.ini" upgrade heads
-  wait_rabbit_ready
   # shellcheck disable=SC2046
   start_service neutron-api OS_NEUTRON_CONFIG_DIR="$ETC/neutron" \
     OS_NEUTRON_CONFIG_FILES="neutron.conf;ml2_conf.ini" -- \
@@ -649,12 +671,13 @@ chain_neutron() {
 }
 
 chain_aodh() {
+  ((SYNC)) || wait_rabbit_ready # warm: let the broker boot alone first (it is the slow one)
   synced aodh "$VENVS/aodh/bin/aodh-dbsync" --config-file "$ETC/aodh/aodh.conf"
-  wait_rabbit_ready
   local A=(--config-file "$ETC/aodh/aodh.conf")
   # shellcheck disable=SC2046
   start_service aodh-api TESTBED_AODH_CONF="$ETC/aodh/aodh.conf" -- \
     "$VENVS/aodh/bin/gunicorn" $(gunicorn_args "$AODH_PORT") aodh_api:application
+  wait_rabbit_ready
   start_service aodh-listener -- "$VENVS/aodh/bin/aodh-listener" "${A[@]}"
   start_service aodh-notifier -- "$VENVS/aodh/bin/aodh-notifier" "${A[@]}"
   start_service ceilometer-notification -- "$VENVS/aodh/bin/ceilometer-agent-notification" \
@@ -736,6 +759,24 @@ provision() { # subcommand...: tools/testbed/provision.py with the bed's identit
     NETWORK_NAME=$NETWORK_NAME python3 "$HERE/provision.py" "$@"
 }
 
+check_ports() { # fail fast when another program holds a port of a service not yet running
+  local pair name port holders
+  for pair in mariadb:$MYSQL_PORT placement-api:$PLACEMENT_PORT nova-api:$NOVA_PORT \
+              glance-api:$GLANCE_PORT neutron-api:$NEUTRON_PORT aodh-api:$AODH_PORT; do
+    name=${pair%%:*} port=${pair#*:}
+    pid_of "$name" >/dev/null && continue
+    holders=$(ss -Hltnp "sport = :$port" 2>/dev/null)
+    [ -z "$holders" ] || die "port $port ($name) is in use: $holders"
+  done
+}
+
+unnice() { # back to normal priority once everything answers
+  local s pid
+  for s in "${NICED[@]}"; do
+    pid=$(pid_of "$s") && renice -n 0 -g "$pid" >/dev/null 2>&1 || true
+  done
+}
+
 cmd_up() {
   need_root
   check_installed
@@ -745,6 +786,7 @@ cmd_up() {
   t0=$(now)
   [ -d "$DATA/mysql/mysql" ] || cold=cold
   log "up ($cold start), data in $DATA"
+  check_ports
   write_configs
 
   start_mariadb
@@ -798,6 +840,7 @@ cmd_up() {
     die "could not create the image, flavor or network"
   fi
   mv "$DATA/resources.env.tmp" "$DATA/resources.env"
+  unnice
   write_state
   log "up in $(since "$t0") s ($cold start); eval \"\$($0 env)\" for the tests"
 }
