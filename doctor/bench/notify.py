@@ -25,8 +25,10 @@ from typing import Any
 from doctor import clock
 from doctor.alarms import aodh_client, create_vm_alarms, rearm
 from doctor.bench.report import emit, summary_ms, table
+from doctor.clouds import LocalCloud, OpenStackCloud
 from doctor.events import HOST_DOWN, HOST_UP, HostEvent
 from doctor.pipeline import Pipeline
+from doctor.scenario.fault_management import testbed_env
 
 ROUND_TIMEOUT_S = 30.0
 
@@ -35,19 +37,17 @@ class Bed:
     """A running pipeline with VMs and alarms on named hosts."""
 
     def __init__(self, pipeline: Pipeline) -> None:
-        from controller.client import ControllerClient
-
         self.pipeline = pipeline
         self.project = uuid.uuid4().hex
-        self.controller = ControllerClient(pipeline.url("controller"), pipeline.token)
+        self.cloud: Any = OpenStackCloud(pipeline.openstack, self.project) \
+            if pipeline.openstack else LocalCloud(pipeline)
         self.aodh = aodh_client(pipeline.url("notifier"), self.project)
         self.http = pipeline.client()
         self.vms: dict[str, list[str]] = {}
         self.alarms: dict[str, list[str]] = {}
 
     def populate(self, host: str, count: int) -> None:
-        vms = [self.controller.create_server(f"{host}-vm{i}", self.project, host).id
-               for i in range(count)]
+        vms = self.cloud.boot(count, host, self.project)
         self.vms[host] = vms
         self.alarms[host] = create_vm_alarms(self.aodh, vms,
                                              self.pipeline.url("consumer") + "/failure")
@@ -100,7 +100,7 @@ class Bed:
         for host in hosts:
             rearm(self.aodh, self.alarms[host])
             for vm in self.vms[host]:
-                self.controller.reset_state(vm, "active")
+                self.cloud.reset(vm, "active")
         for host in hosts:
             self._wait(lambda h=host: self._inspector_host(h).get("state") == "up",
                        f"{host} up at the inspector")
@@ -108,14 +108,17 @@ class Bed:
 
 
 def measure(path: str, sizes: list[int], rounds: int, big_rounds: int,
-            fleet: tuple[int, int] | None) -> dict[str, Any]:
+            fleet: tuple[int, int] | None, openstack: dict[str, str] | None) -> dict[str, Any]:
     pipeline = Pipeline(tempfile.mkdtemp(prefix=f"doctor-bench-{path}-"),
-                        shortcut=path == "shortcut").start()
-    results: dict[str, Any] = {"path": path, "sizes": [], "workdir": pipeline.workdir}
+                        shortcut=path == "shortcut", openstack=openstack).start()
+    results: dict[str, Any] = {"path": path, "installer": "openstack" if openstack else "local",
+                               "sizes": [], "workdir": pipeline.workdir}
+    bed = None
     try:
         bed = Bed(pipeline)
         for size in sizes:
-            host = f"bench-{size}"
+            # Nova's hosts are the bed's computes: the sizes take turns on compute1.
+            host = "compute1" if openstack else f"bench-{size}"
             bed.populate(host, size)
             firsts, lasts = [], []
             for _ in range(big_rounds if size >= 1000 else rounds):
@@ -125,6 +128,8 @@ def measure(path: str, sizes: list[int], rounds: int, big_rounds: int,
                 bed.recover([host])
             results["sizes"].append({"vms": size, "last_notified_ms": summary_ms(lasts),
                                      "first_notified_ms": summary_ms(firsts)})
+            if openstack:
+                bed.cloud.cleanup()  # the next size starts from an empty compute1
         if fleet:
             hosts_count, per_host = fleet
             hosts = [f"fleet-{i}" for i in range(hosts_count)]
@@ -135,6 +140,8 @@ def measure(path: str, sizes: list[int], rounds: int, big_rounds: int,
                                 "first_notified_ms": round(first * 1000, 2),
                                 "last_notified_ms": round(last * 1000, 2)}
     finally:
+        if bed is not None:
+            bed.cloud.cleanup()
         pipeline.stop()
     return results
 
@@ -176,6 +183,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fleet", default="100x20", metavar="HOSTSxVMS",
                         help="then fail this many hosts with this many VMs each at once "
                              "(default 100x20; 'none' to skip)")
+    parser.add_argument("--installer", choices=("local", "openstack"), default="local",
+                        help="openstack: real Nova and Aodh of the test bed (its DOCTOR_* "
+                             "variables); the fleet run is then skipped")
     parser.add_argument("--json", default="", metavar="PATH", help="also write the JSON here")
     parser.add_argument("--plot", default="bench-notify.png", metavar="PATH",
                         help="PNG plot of the figures (default bench-notify.png; '' for none)")
@@ -207,8 +217,10 @@ def _parse(args: argparse.Namespace) -> tuple[list[int], list[str], tuple[int, i
 
 def run(args: argparse.Namespace) -> int:
     sizes, paths, fleet = _parse(args)
+    openstack = testbed_env() if args.installer == "openstack" else None
     runs = [measure(path, sizes, args.rounds, args.big_rounds,
-                    fleet if path == "shortcut" else None) for path in paths]
+                    fleet if path == "shortcut" and not openstack else None, openstack)
+            for path in paths]
     result = {"benchmark": "notify", "when": clock.isoformat(clock.now()),
               "machine": f"{platform.machine()}, {platform.python_implementation()} "
                          f"{platform.python_version()}", "runs": runs}

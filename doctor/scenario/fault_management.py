@@ -22,6 +22,7 @@ from typing import Any
 from doctor import profiler
 from doctor.alarms import aodh_client, create_vm_alarms
 from doctor.bench.report import table
+from doctor.clouds import LocalCloud, OpenStackCloud, ScenarioError, wait_for
 from doctor.pipeline import Pipeline
 from doctor.testhosts import TestHostNetwork
 
@@ -29,20 +30,6 @@ LOG = logging.getLogger(__name__)
 PASS_UNDER_S = 1.0
 # The test bed's nova-compute hosts; the embedded controller takes the same names.
 FAILED_HOST, HEALTHY_HOST = "compute1", "compute2"
-
-
-class ScenarioError(RuntimeError):
-    """A step failed; the message says which and why."""
-
-
-def wait_for(what: str, predicate: Any, timeout_s: float, interval_s: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise ScenarioError(f"timed out after {timeout_s:g} s waiting for {what}")
 
 
 def notifications(pipeline: Pipeline) -> list[dict[str, Any]]:
@@ -74,63 +61,6 @@ def profile_rows(path: str) -> tuple[list[list[Any]], dict[str, Any]]:
         data[checkpoint] = {"step": step, "first_ms": round(first, 2),
                             "last_ms": round(last, 2), "count": len(times)}
     return rows, data
-
-
-class LocalCloud:
-    """The embedded controller as the cloud: VMs booted through its API."""
-
-    def __init__(self, pipeline: Pipeline) -> None:
-        from controller.client import ControllerClient
-
-        self.controller = ControllerClient(pipeline.url("controller"), pipeline.token)
-
-    def boot(self, count: int, host: str, project: str) -> list[str]:
-        return [self.controller.create_server(f"doctor_vm{i}", project, host).id
-                for i in range(count)]
-
-    def host_status(self, vm: str) -> str:
-        return self.controller.host_status(vm)
-
-    def cleanup(self) -> None:
-        self.controller.close()
-
-
-class OpenStackCloud:
-    """Nova as the cloud: servers booted with novaclient on the compute host to fail."""
-
-    def __init__(self, env: dict[str, str], project: str) -> None:
-        from novaclient import client
-
-        from doctor.openstack import make_session
-
-        self.env = env
-        session = make_session(noauth_url=env["DOCTOR_NOVA_URL"], project_id=project,
-                               user_id=env["DOCTOR_USER_ID"])
-        self.nova = client.Client("2.96", session=session)
-        self.booted: list[str] = []
-
-    def boot(self, count: int, host: str, project: str) -> list[str]:
-        del project  # the session's project owns them
-        for i in range(count):
-            server = self.nova.servers.create(
-                f"doctor_vm{i}", self.env["DOCTOR_IMAGE_ID"], self.env["DOCTOR_FLAVOR_ID"],
-                nics=[{"net-id": self.env["DOCTOR_NETWORK_ID"]}],
-                availability_zone=f"nova:{host}")
-            self.booted.append(server.id)
-        wait_for(f"{count} servers ACTIVE on {host}",
-                 lambda: all(self.nova.servers.get(s).status == "ACTIVE" for s in self.booted),
-                 30 + 2 * count, interval_s=0.5)
-        return list(self.booted)
-
-    def host_status(self, vm: str) -> str:
-        return getattr(self.nova.servers.get(vm), "host_status", "") or "UNKNOWN"
-
-    def cleanup(self) -> None:
-        for server in self.booted:
-            try:
-                self.nova.servers.delete(server)
-            except Exception as exc:  # best effort: say what is left behind
-                LOG.warning("server %s not deleted: %s", server, exc)
 
 
 def testbed_env() -> dict[str, str]:

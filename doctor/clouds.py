@@ -1,0 +1,99 @@
+"""The cloud a scenario or benchmark boots its VMs in: the embedded controller, or Nova."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from doctor.pipeline import Pipeline
+
+LOG = logging.getLogger(__name__)
+
+
+class ScenarioError(RuntimeError):
+    """A step failed; the message says which and why."""
+
+
+def wait_for(what: str, predicate: Any, timeout_s: float, interval_s: float = 0.02) -> Any:
+    """The predicate's first truthy value; ScenarioError naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise ScenarioError(f"timed out after {timeout_s:g} s waiting for {what}")
+
+
+class LocalCloud:
+    """The embedded controller as the cloud: VMs booted through its API."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        from controller.client import ControllerClient
+
+        self.controller = ControllerClient(pipeline.url("controller"), pipeline.token)
+
+    def boot(self, count: int, host: str, project: str) -> list[str]:
+        return [self.controller.create_server(f"doctor_vm{i}", project, host).id
+                for i in range(count)]
+
+    def host_status(self, vm: str) -> str:
+        return self.controller.host_status(vm)
+
+    def reset(self, vm: str, state: str) -> None:
+        self.controller.reset_state(vm, state)
+
+    def cleanup(self) -> None:
+        self.controller.close()
+
+
+class OpenStackCloud:
+    """Nova as the cloud: servers booted with novaclient on the compute host to fail."""
+
+    def __init__(self, env: dict[str, str], project: str) -> None:
+        from novaclient import client
+
+        from doctor.openstack import make_session
+
+        self.env = env
+        session = make_session(noauth_url=env["DOCTOR_NOVA_URL"], project_id=project,
+                               user_id=env["DOCTOR_USER_ID"])
+        self.nova = client.Client("2.96", session=session)
+        self.booted: list[str] = []
+
+    def boot(self, count: int, host: str, project: str) -> list[str]:
+        del project  # the session's project owns them
+        first = len(self.booted)
+        for i in range(count):
+            server = self.nova.servers.create(
+                f"doctor_vm{i}", self.env["DOCTOR_IMAGE_ID"], self.env["DOCTOR_FLAVOR_ID"],
+                nics=[{"net-id": self.env["DOCTOR_NETWORK_ID"]}],
+                availability_zone=f"nova:{host}")
+            self.booted.append(server.id)
+        new = self.booted[first:]
+
+        def all_active() -> bool:  # one listing per poll, not one GET per server
+            status = {s.id: s.status for s in self.nova.servers.list()}
+            failed = [vm for vm in new if status.get(vm) == "ERROR"]
+            if failed:
+                raise ScenarioError(f"servers failed to boot on {host}: {', '.join(failed)}")
+            return all(status.get(vm) == "ACTIVE" for vm in new)
+
+        wait_for(f"{count} servers ACTIVE on {host}", all_active, 30 + 2 * count,
+                 interval_s=0.5)
+        return new
+
+    def host_status(self, vm: str) -> str:
+        return getattr(self.nova.servers.get(vm), "host_status", "") or "UNKNOWN"
+
+    def reset(self, vm: str, state: str) -> None:
+        self.nova.servers.reset_state(vm, state)
+
+    def cleanup(self) -> None:
+        booted, self.booted = self.booted, []
+        for server in booted:
+            try:
+                self.nova.servers.delete(server)
+            except Exception as exc:  # best effort: say what is left behind
+                LOG.warning("server %s not deleted: %s", server, exc)
