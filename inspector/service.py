@@ -147,6 +147,7 @@ class InspectorService:
         delay = 0.1
         while not self._stop.is_set():
             try:
+                self.hostmap.begin_load()
                 self.hostmap.load(self.controller.list_servers())
             except Exception as exc:  # the controller may be down: say so, keep trying
                 LOG.error("cannot load the host->VM map from the controller: %s; retrying "

@@ -213,3 +213,20 @@ def test_bad_config_names_the_field(options, field):
 
     with pytest.raises(ConfigError, match=field):
         build(InspectorConfig, "inspector", options)
+
+
+def test_a_listing_older_than_a_notification_does_not_undo_it():
+    from doctor.events import instance_update
+    from inspector.hostmap import HostMap
+
+    hostmap = HostMap()
+    hostmap.begin_load()  # the controller is asked for its listing ...
+    created = instance_update("vm-late", "active", "c1", "p1")
+    created["event_type"] = "compute.instance.create.end"
+    hostmap.apply(created)  # ... a VM is created meanwhile and notified ...
+    deleted = instance_update("vm-gone", "active", "c1", "p1")
+    deleted["event_type"] = "compute.instance.delete.end"
+    hostmap.apply(deleted)  # ... and one deleted ...
+    hostmap.load(servers_on("c1", 1) + [Server("vm-gone", "g", "p1", "c1", "active")])
+    # ... and the listing, taken before both, arrives last.
+    assert {s.id for s in hostmap.servers_on("c1")} == {"c1-vm0", "vm-late"}
