@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 
 from consumer.config import ConsumerConfig
 from doctor import config as cfg
+from doctor.signals import wait_for_stop
 
 PROG = "doctor-consumer"
 
@@ -52,14 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         consumer.start()
     except OSError as exc:
         parser.exit(1, f"{PROG}: error: cannot listen on {config.host}:{config.port}: {exc}\n")
-    stopping = threading.Event()
-
-    def handle_signal(_signum: int, _frame: object) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, handle_signal)
-    signal.signal(signal.SIGINT, handle_signal)
-    stopping.wait(args.duration_s)
+    wait_for_stop(args.duration_s)
     consumer.stop()
     return 0
 

@@ -8,13 +8,14 @@ SIGTERM.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from waitress import wasyncore
 from waitress.server import create_server
+
+from doctor.signals import wait_for_stop
 
 LOG = logging.getLogger(__name__)
 
@@ -55,15 +56,8 @@ class Server:
 
     def serve_forever(self, on_stop: Callable[[], None] | None = None) -> None:
         """Serve in this thread until SIGTERM or SIGINT, then call ``on_stop``."""
-        stopping = threading.Event()
-
-        def handle(_signum: int, _frame: object) -> None:
-            stopping.set()
-
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
         self.start()
-        stopping.wait()
+        wait_for_stop()
         LOG.info("%s stopping", self.name)
         self.stop()
         if on_stop is not None:

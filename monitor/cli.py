@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 
 from doctor import config as cfg
 from doctor import logs
+from doctor.signals import wait_for_stop
 from monitor.config import MonitorConfig
 from monitor.icmp import RawSocketPermissionError
 
@@ -76,15 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         monitor = PingMonitor(config)
     except RawSocketPermissionError as exc:
         parser.exit(1, f"doctor-monitor: error: {exc}\n")
-    stopping = threading.Event()
-
-    def handle_signal(signum: int, _frame: object) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, handle_signal)
-    signal.signal(signal.SIGINT, handle_signal)
     monitor.start()
-    stopping.wait(args.duration_s)
+    wait_for_stop(args.duration_s)
     monitor.stop()
     return 0
 
