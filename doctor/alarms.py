@@ -6,6 +6,8 @@ one code path serves both (ARCHITECTURE.md, "Alarms").
 
 from __future__ import annotations
 
+import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -55,3 +57,23 @@ def rearm(client: Any, alarm_ids: list[str], parallel: int = 8) -> None:
     """Back to ``ok``: a ``repeat_actions=false`` alarm fires again only after this."""
     with ThreadPoolExecutor(parallel) as pool:
         list(pool.map(lambda alarm_id: client.alarm.set_state(alarm_id, "ok"), alarm_ids))
+
+
+def aodh_cache_ttl_s(openstack: bool) -> float:
+    """How long Aodh's listener may keep using a project's alarms from before a change.
+
+    Aodh caches a project's event alarms for ``event_alarm_cache_ttl`` (60 s by
+    default): an alarm created, or re-armed, within that time of the project's
+    last load is not evaluated yet. The test bed exports its TTL as
+    ``DOCTOR_AODH_EVENT_CACHE_TTL``; the embedded notifier has no cache.
+    """
+    if not openstack:
+        return 0.0
+    return float(os.environ.get("DOCTOR_AODH_EVENT_CACHE_TTL", "60"))
+
+
+def wait_alarms_seen(changed_at: float, ttl_s: float) -> None:
+    """Sleep until ``ttl_s`` has passed since the alarms changed (time.monotonic())."""
+    remaining = changed_at + ttl_s + 0.1 - time.monotonic() if ttl_s > 0 else 0.0
+    if remaining > 0:
+        time.sleep(remaining)

@@ -23,7 +23,7 @@ import uuid
 from typing import Any
 
 from doctor import clock
-from doctor.alarms import aodh_client, create_vm_alarms, rearm
+from doctor.alarms import aodh_cache_ttl_s, aodh_client, create_vm_alarms, rearm, wait_alarms_seen
 from doctor.bench.report import emit, summary_ms, table
 from doctor.clouds import LocalCloud, OpenStackCloud
 from doctor.events import HOST_DOWN, HOST_UP, HostEvent
@@ -43,6 +43,7 @@ class Bed:
             if pipeline.openstack else LocalCloud(pipeline)
         self.aodh = aodh_client(pipeline.url("notifier"), self.project)
         self.http = pipeline.client()
+        self.cache_ttl_s = aodh_cache_ttl_s(pipeline.openstack is not None)
         self.vms: dict[str, list[str]] = {}
         self.alarms: dict[str, list[str]] = {}
 
@@ -51,8 +52,10 @@ class Bed:
         self.vms[host] = vms
         self.alarms[host] = create_vm_alarms(self.aodh, vms,
                                              self.pipeline.url("consumer") + "/failure")
+        created_at = time.monotonic()
         self._wait(lambda: self._inspector_host(host).get("servers", 0) >= count,
                    f"the inspector to map {count} VMs on {host}")
+        wait_alarms_seen(created_at, self.cache_ttl_s)
 
     def _inspector_host(self, host: str) -> dict[str, Any]:
         response = self.http.get(f"{self.pipeline.url('inspector')}/hosts/{host}")
@@ -111,6 +114,7 @@ class Bed:
             self._wait(lambda h=host: all(self.aodh.alarm.get(a)["state"] == "ok"
                                           for a in self.alarms[h]),
                        f"the alarms of {host} re-armed")
+        wait_alarms_seen(time.monotonic(), self.cache_ttl_s)
 
 
 def measure(path: str, sizes: list[int], rounds: int, big_rounds: int,

@@ -20,7 +20,7 @@ import uuid
 from typing import Any
 
 from doctor import profiler
-from doctor.alarms import aodh_client, create_vm_alarms
+from doctor.alarms import aodh_cache_ttl_s, aodh_client, create_vm_alarms, wait_alarms_seen
 from doctor.bench.report import table
 from doctor.clouds import LocalCloud, OpenStackCloud, ScenarioError, wait_for
 from doctor.pipeline import Pipeline
@@ -132,7 +132,12 @@ def _run_steps(args: argparse.Namespace, net: TestHostNetwork, pipeline: Pipelin
         step(f"creating {len(vms)} event alarms with aodhclient")
         aodh = aodh_client(pipeline.url("notifier"), project)
         alarms = create_vm_alarms(aodh, vms, pipeline.url("consumer") + "/failure")
+        created_at = time.monotonic()
         try:
+            wait_for("the inspector to map the VMs to their host",
+                     lambda: inspector_host(pipeline, FAILED_HOST).get("servers") == len(vms),
+                     30)
+            wait_alarms_seen(created_at, aodh_cache_ttl_s(pipeline.openstack is not None))
             _fail_and_measure(net, pipeline, cloud, vms, monitor, step, result)
         finally:
             for alarm in alarms:
@@ -143,8 +148,6 @@ def _run_steps(args: argparse.Namespace, net: TestHostNetwork, pipeline: Pipelin
 
 def _fail_and_measure(net: TestHostNetwork, pipeline: Pipeline, cloud: Any, vms: list[str],
                       monitor: Any, step: Any, result: dict[str, Any]) -> None:
-    wait_for("the inspector to map the VMs to their host",
-             lambda: inspector_host(pipeline, FAILED_HOST).get("servers") == len(vms), 30)
     time.sleep(0.5)  # the monitor has seen every host answer
     if not monitor.alive():
         raise ScenarioError("doctor-monitor exited; see monitor.log")

@@ -12,19 +12,22 @@ import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 import pytest
 
-from doctor.alarms import aodh_client, vm_error_alarm
+from doctor.alarms import aodh_cache_ttl_s, aodh_client, vm_error_alarm, wait_alarms_seen
 from doctor.config import build
 from doctor.events import HOST_DOWN, HostEvent
 from doctor.openstack import make_session
+from doctor.pipeline import Pipeline
 from doctor.store import make_engine
 from inspector.cli import build_controller, build_publisher
 from inspector.config import InspectorConfig
 from inspector.service import InspectorService
 from inspector.store import EventLog
 from tests.functional.conftest import require_testbed
+from tests.tcpgate import TcpGate
 from tests.waiting import wait_until
 
 
@@ -102,10 +105,13 @@ def test_host_down_forces_nova_compute_down_errors_every_server_and_fires_aodh(
     aodh = aodh_client(ENV["DOCTOR_AODH_URL"], ENV["DOCTOR_PROJECT_ID"],
                        user_id=ENV["DOCTOR_USER_ID"])
     alarms = [aodh.alarm.create(vm_error_alarm(vm, url))["alarm_id"] for vm in servers]
+    created_at = time.monotonic()
     service = inspector_for_the_bed(tmp_path)
     try:
         wait_until(lambda: {s.id for s in service.hostmap.servers_on("compute1")} >= set(servers),
                    30, "the host map to hold the servers")
+        # Aodh's listener may hold the project's alarms from before these were created.
+        wait_alarms_seen(created_at, aodh_cache_ttl_s(openstack=True))
         event = HostEvent.new(HOST_DOWN, "compute1", "test")
         service.submit([event])
         wait_until(lambda: len({body["alarm_id"] for _, body in received}) == len(alarms), 30,
@@ -151,3 +157,51 @@ def test_a_server_booted_after_the_inspector_started_is_mapped_from_notification
         service.stop()
         if server is not None:
             nova.servers.delete(server.id)
+
+
+def test_nova_unreachable_the_event_is_kept_and_acted_on_when_nova_returns(tmp_path, nova,
+                                                                            servers):
+    """Nova's API goes away after the map is loaded: the inspector says so, keeps the event
+    and acts on it when Nova answers again."""
+    nova_url = urlsplit(ENV["DOCTOR_NOVA_URL"])
+    gate = TcpGate((nova_url.hostname, nova_url.port)).open()
+    bed = {**{k: v for k, v in ENV.items() if k.startswith("DOCTOR_")},
+           "DOCTOR_NOVA_URL": nova_url._replace(netloc=f"127.0.0.1:{gate.port}").geturl()}
+    pipeline = Pipeline(str(tmp_path), openstack=bed).start()
+    http = pipeline.client()
+    inspector = pipeline.url("inspector")
+    try:
+        wait_until(lambda: http.get(f"{inspector}/status").json()["host_map_loaded"], 60,
+                   "the inspector to load its host map from Nova")
+        wait_until(lambda: http.get(f"{inspector}/hosts/compute1").json().get("servers", 0)
+                   >= len(servers), 60, "the inspector to map the servers")
+        gate.close()
+        event = HostEvent.new(HOST_DOWN, "compute1", "test")
+        assert http.put(f"{inspector}/events", json=[event.to_doctor()]).status == 202
+
+        status = wait_until(lambda: (lambda s: s if not s["controller"]["reachable"] else None)(
+            http.get(f"{inspector}/status").json()), 10, "the inspector to report Nova down")
+        assert "Unable to establish connection" in status["controller"]["error"], status
+        assert status["pending_events"] == 1
+        host = http.get(f"{inspector}/hosts/compute1").json()
+        assert host["pending"] is True, host
+        time.sleep(2)  # Nova stays away a while; nothing has reached it
+        assert all(getattr(nova.servers.get(vm), "OS-EXT-STS:vm_state") == "active"
+                   for vm in servers)
+        log = open(pipeline.parts["inspector"].log_path).read()
+        assert "the controller fails" in log and "events stay accepted" in log
+
+        gate.open()
+        wait_until(lambda: all(getattr(nova.servers.get(vm), "OS-EXT-STS:vm_state") == "error"
+                               for vm in servers), 30, "every server in error after Nova returns")
+        wait_until(lambda: not http.get(f"{inspector}/hosts/compute1").json()["pending"], 30,
+                   "the event handled")
+        [compute] = nova.services.list(host="compute1", binary="nova-compute")
+        assert compute.forced_down
+        assert all(nova.servers.get(vm).host_status == "DOWN" for vm in servers)
+        status = http.get(f"{inspector}/status").json()
+        assert status["controller"]["reachable"] and status["pending_events"] == 0, status
+        assert "answers again" in open(pipeline.parts["inspector"].log_path).read()
+    finally:
+        pipeline.stop()
+        gate.close()
