@@ -32,6 +32,10 @@ def create_app(service: InspectorService, token: str) -> Flask:
         return jsonify({"accepted": [e.monitor_event_id for e in new],
                         "duplicates": [e.monitor_event_id for e in duplicates]}), 202
 
+    @app.get("/status")
+    def show_status() -> Response:
+        return jsonify(service.status())
+
     @app.get("/hosts")
     def list_hosts() -> Response:
         return jsonify({"hosts": service.hosts()})

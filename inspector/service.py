@@ -64,6 +64,8 @@ class InspectorService:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._map_ready = threading.Event()
+        # The latest controller failure not yet followed by a success: (message, since).
+        self._controller_error: tuple[str, float] | None = None
 
     # -- life cycle -----------------------------------------------------------
 
@@ -133,6 +135,19 @@ class InspectorService:
             "last_event": record.event.to_doctor() if record else None,
             "handled_at": clock.isoformat(record.handled_at)
             if record and record.handled_at else None,
+            # accepted, but its controller calls have not all ended yet
+            "pending": bool(record and record.handled_at is None),
+        }
+
+    def status(self) -> dict[str, Any]:
+        """Whether the controller answers, and how many accepted events wait on it."""
+        error = self._controller_error
+        return {
+            "controller": {"reachable": error is None,
+                           "error": error[0] if error else None,
+                           "failing_since": clock.isoformat(error[1]) if error else None},
+            "pending_events": len(self.log.pending()),
+            "host_map_loaded": self._map_ready.is_set(),
         }
 
     def hosts(self) -> list[dict[str, Any]]:
@@ -150,12 +165,15 @@ class InspectorService:
                 self.hostmap.begin_load()
                 self.hostmap.load(self.controller.list_servers())
             except Exception as exc:  # the controller may be down: say so, keep trying
+                if self._controller_error is None:
+                    self._controller_error = (str(exc), clock.now())
                 LOG.error("cannot load the host->VM map from the controller: %s; retrying "
                           "in %.1f s", exc, delay)
                 if self._stop.wait(delay):
                     return
                 delay = min(delay * 2, 10.0)
                 continue
+            self._controller_back()
             if not self._map_ready.is_set():
                 LOG.info("host->VM map loaded: %d hosts", len(self.hostmap.hosts()))
                 self._map_ready.set()
@@ -259,17 +277,24 @@ class InspectorService:
         """One controller call, retried with backoff; False if it finally failed."""
         deadline = time.monotonic() + self.config.call_retry_for_s
         delay, attempt = 0.05, 0
+        controller_call = getattr(function, "__self__", None) is self.controller
         while True:
             attempt += 1
             try:
                 function(*args)
                 if attempt > 1:
                     LOG.warning("%s: done at attempt %d", what, attempt)
+                if controller_call and self._controller_error:
+                    self._controller_back()
                 return True
             except NotFound as exc:
                 LOG.error("%s: %s; not retrying", what, exc)
                 return False
             except (ControllerError, PublishError, OSError) as exc:
+                if controller_call and self._controller_error is None:
+                    self._controller_error = (str(exc), clock.now())
+                    LOG.error("the controller fails: %s; the events stay accepted and are "
+                              "acted on when it answers again", exc)
                 if time.monotonic() >= deadline or self._stop.is_set():
                     LOG.error("%s: failed after %d attempts: %s", what, attempt, exc)
                     return False
@@ -279,6 +304,13 @@ class InspectorService:
             if self._stop.wait(delay):
                 return False
             delay = min(delay * 2, 5.0)
+
+    def _controller_back(self) -> None:
+        error = self._controller_error
+        self._controller_error = None
+        if error is not None:
+            LOG.warning("the controller answers again after %.1f s of failures",
+                        clock.now() - error[1])
 
 
 class _Progress:

@@ -158,6 +158,29 @@ def test_controller_failures_are_retried_and_no_vm_is_skipped(tmp_path):
         service.stop()
 
 
+def test_status_says_the_controller_fails_until_it_answers_again(tmp_path):
+    controller = FakeController(servers_on("c1", 2))
+    service = make_service(tmp_path, controller, call_retry_for_s="60")
+    try:
+        assert service.status()["controller"] == {"reachable": True, "error": None,
+                                                  "failing_since": None}
+        controller.failures_left = 10**6
+        event = down("c1")
+        service.submit([event])
+        status = wait_until(lambda: (lambda s: s if not s["controller"]["reachable"] else None)(
+            service.status()), 5, "the failure reported")
+        assert status["controller"]["error"] == "controller unreachable"
+        assert status["pending_events"] == 1
+        assert service.host("c1")["pending"] is True
+        controller.failures_left = 0
+        wait_until(lambda: service.log.get(event.monitor_event_id).status == "done", 20)
+        status = service.status()
+        assert status["controller"]["reachable"] and status["pending_events"] == 0
+        assert service.host("c1")["pending"] is False
+    finally:
+        service.stop()
+
+
 def test_pending_events_resume_after_a_restart_without_a_second_notification(tmp_path):
     controller = FakeController(servers_on("c1", 3))
     publisher = RecordingPublisher()
