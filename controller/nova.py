@@ -30,12 +30,14 @@ def _version(text: str) -> tuple[int, int]:
 class NovaController(Controller):
     """Nova as the Inspector's Controller; errors become ControllerError or NotFound."""
 
-    def __init__(self, session: Any, microversion: str = "auto") -> None:
+    def __init__(self, session: Any, microversion: str = "auto",
+                 endpoint_override: str | None = None) -> None:
         from novaclient import exceptions
 
         self._exceptions = exceptions
         self._session = session
         self._wanted = microversion
+        self._endpoint = endpoint_override
         self._nova: Any = None
         self._lock = threading.Lock()
         self.version: tuple[int, int] | None = None
@@ -56,7 +58,8 @@ class NovaController(Controller):
 
         microversion = self._wanted
         if microversion == "auto":
-            probe = client.Client("2.1", session=self._session)
+            probe = client.Client("2.1", session=self._session,
+                                  endpoint_override=self._endpoint)
             try:
                 current = probe.versions.get_current()
             except Exception as exc:
@@ -71,7 +74,8 @@ class NovaController(Controller):
                                   f"{NEEDED[0]}.{NEEDED[1]} or later (host_status)")
         self.version = version
         LOG.info("nova controller on microversion %s", microversion)
-        return client.Client(microversion, session=self._session)
+        return client.Client(microversion, session=self._session,
+                             endpoint_override=self._endpoint)
 
     def _call(self, what: str, function: Any, *args: Any, **kwargs: Any) -> Any:
         try:

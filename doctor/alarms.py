@@ -26,6 +26,21 @@ def aodh_client(endpoint: str, project_id: str, user_id: str = "doctor-vnfm",
     return client.Client("2", session=session.Session(auth=auth, timeout=timeout_s))
 
 
+def vnfm_aodh_client(pipeline: Any, project_id: str) -> Any:
+    """The VNFM's aodhclient for a pipeline: on a cloud of clouds.yaml its session; otherwise
+    Aodh's (or the embedded notifier's) noauth mode in ``project_id``."""
+    env = pipeline.openstack or {}
+    if env.get("DOCTOR_OS_CLOUD"):
+        from aodhclient import client
+
+        from doctor.openstack import open_cloud
+
+        cloud = open_cloud(env["DOCTOR_OS_CLOUD"])
+        return client.Client("2", session=cloud.session,
+                             endpoint_override=env.get("DOCTOR_AODH_URL") or None)
+    return aodh_client(pipeline.url("notifier"), project_id)
+
+
 def vm_error_alarm(vm_id: str, consumer_url: str, name: str = "") -> dict[str, Any]:
     """Doctor's alarm: fire once when this VM's state becomes error."""
     return {

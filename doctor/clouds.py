@@ -54,12 +54,16 @@ class OpenStackCloud:
     def __init__(self, env: dict[str, str], project: str) -> None:
         from novaclient import client
 
-        from doctor.openstack import make_session
+        from doctor.openstack import open_cloud
 
         self.env = env
-        session = make_session(noauth_url=env["DOCTOR_NOVA_URL"], project_id=project,
+        if env.get("DOCTOR_OS_CLOUD"):  # a cloud of clouds.yaml: its own project
+            cloud = open_cloud(env["DOCTOR_OS_CLOUD"])
+        else:  # the test bed: the project of this run, in noauth headers
+            cloud = open_cloud(noauth_url=env["DOCTOR_NOVA_URL"], project_id=project,
                                user_id=env["DOCTOR_USER_ID"])
-        self.nova = client.Client("2.96", session=session)
+        self.nova = client.Client("2.96", session=cloud.session,
+                                  endpoint_override=env.get("DOCTOR_NOVA_URL") or None)
         self.booted: list[str] = []
 
     def boot(self, count: int, host: str, project: str) -> list[str]:

@@ -60,6 +60,14 @@ class Part:
             return ""
 
 
+def nova_flags(env: dict[str, str]) -> list[str]:
+    """How the inspector reaches Nova: a cloud of clouds.yaml, or the bed without Keystone."""
+    if env.get("DOCTOR_OS_CLOUD"):
+        return ["--nova-cloud", env["DOCTOR_OS_CLOUD"]]
+    return ["--nova-noauth-url", env["DOCTOR_NOVA_URL"], "--os-project-id",
+            env["DOCTOR_PROJECT_ID"], "--os-user-id", env["DOCTOR_USER_ID"]]
+
+
 @dataclass
 class Pipeline:
     """Controller, Notifier, Inspector and Consumer as processes on loopback."""
@@ -120,9 +128,7 @@ class Pipeline:
         common = ["--log-level", "INFO", "--profile-file", self.profile_file]
         self._start("inspector", f"http://127.0.0.1:{ports['inspector']}", "inspector.cli",
                     [*common, "--port", str(ports["inspector"]), "--token", self.token,
-                     "--controller", "nova", "--nova-noauth-url", env["DOCTOR_NOVA_URL"],
-                     "--os-project-id", env["DOCTOR_PROJECT_ID"],
-                     "--os-user-id", env["DOCTOR_USER_ID"],
+                     "--controller", "nova", *nova_flags(env),
                      "--nova-transport-url", env["DOCTOR_TRANSPORT_URL"],
                      "--notifier", "aodh", "--aodh-transport-url", env["DOCTOR_TRANSPORT_URL"],
                      "--shortcut", str(self.shortcut).lower()])

@@ -26,11 +26,12 @@ def build_controller(config: InspectorConfig):  # noqa: ANN201  (a Controller; l
     timeout_s = config.call_timeout_ms / 1000.0
     if config.controller == "nova":
         from controller.nova import NovaController
-        from doctor.openstack import make_session
+        from doctor.openstack import open_cloud
 
-        session = make_session(config.nova_cloud, config.nova_noauth_url, config.os_project_id,
-                               config.os_user_id, timeout_s=timeout_s)
-        return NovaController(session, config.nova_microversion)
+        cloud = open_cloud(config.nova_cloud, config.nova_noauth_url, config.os_project_id,
+                           config.os_user_id, timeout_s=timeout_s)
+        return NovaController(cloud.session, config.nova_microversion,
+                              cloud.endpoint("compute"))
     from controller.client import ControllerClient
 
     return ControllerClient(config.controller_url, config.controller_token, timeout_s)

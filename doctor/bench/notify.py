@@ -23,12 +23,18 @@ import uuid
 from typing import Any
 
 from doctor import clock
-from doctor.alarms import aodh_cache_ttl_s, aodh_client, create_vm_alarms, rearm, wait_alarms_seen
+from doctor.alarms import (
+    aodh_cache_ttl_s,
+    create_vm_alarms,
+    rearm,
+    vnfm_aodh_client,
+    wait_alarms_seen,
+)
 from doctor.bench.report import emit, summary_ms, table
 from doctor.clouds import LocalCloud, OpenStackCloud
 from doctor.events import HOST_DOWN, HOST_UP, HostEvent
 from doctor.pipeline import Pipeline
-from doctor.scenario.fault_management import testbed_env
+from doctor.scenario.fault_management import openstack_env
 
 ROUND_TIMEOUT_S = 30.0
 
@@ -38,10 +44,12 @@ class Bed:
 
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
-        self.project = uuid.uuid4().hex
+        cloud_project = (pipeline.openstack or {}).get("DOCTOR_OS_CLOUD") and \
+            pipeline.openstack["DOCTOR_PROJECT_ID"]
+        self.project = cloud_project or uuid.uuid4().hex
         self.cloud: Any = OpenStackCloud(pipeline.openstack, self.project) \
             if pipeline.openstack else LocalCloud(pipeline)
-        self.aodh = aodh_client(pipeline.url("notifier"), self.project)
+        self.aodh = vnfm_aodh_client(pipeline, self.project)
         self.http = pipeline.client()
         self.cache_ttl_s = aodh_cache_ttl_s(pipeline.openstack is not None)
         self.vms: dict[str, list[str]] = {}
@@ -227,7 +235,8 @@ def _parse(args: argparse.Namespace) -> tuple[list[int], list[str], tuple[int, i
 
 def run(args: argparse.Namespace) -> int:
     sizes, paths, fleet = _parse(args)
-    openstack = testbed_env() if args.installer == "openstack" else None
+    openstack = openstack_env(prog="doctor bench notify") if args.installer == "openstack" \
+        else None
     runs = [measure(path, sizes, args.rounds, args.big_rounds,
                     fleet if path == "shortcut" and not openstack else None, openstack)
             for path in paths]

@@ -20,7 +20,7 @@ import uuid
 from typing import Any
 
 from doctor import profiler
-from doctor.alarms import aodh_cache_ttl_s, aodh_client, create_vm_alarms, wait_alarms_seen
+from doctor.alarms import aodh_cache_ttl_s, create_vm_alarms, vnfm_aodh_client, wait_alarms_seen
 from doctor.bench.report import table
 from doctor.clouds import LocalCloud, OpenStackCloud, ScenarioError, wait_for
 from doctor.pipeline import Pipeline
@@ -63,25 +63,63 @@ def profile_rows(path: str) -> tuple[list[list[Any]], dict[str, Any]]:
     return rows, data
 
 
-def testbed_env() -> dict[str, str]:
-    """The test bed's variables (``source <(tools/testbed/openstack.sh env)``)."""
-    needed = ("DOCTOR_NOVA_URL", "DOCTOR_AODH_URL", "DOCTOR_TRANSPORT_URL", "DOCTOR_USER_ID",
-              "DOCTOR_PROJECT_ID", "DOCTOR_IMAGE_ID", "DOCTOR_FLAVOR_ID", "DOCTOR_NETWORK_ID")
-    missing = [name for name in needed if not os.environ.get(name)]
+BED_NEEDS = ("DOCTOR_NOVA_URL", "DOCTOR_AODH_URL", "DOCTOR_TRANSPORT_URL", "DOCTOR_USER_ID",
+             "DOCTOR_PROJECT_ID", "DOCTOR_IMAGE_ID", "DOCTOR_FLAVOR_ID", "DOCTOR_NETWORK_ID")
+CLOUD_NEEDS = ("DOCTOR_TRANSPORT_URL", "DOCTOR_IMAGE_ID", "DOCTOR_FLAVOR_ID",
+               "DOCTOR_NETWORK_ID")
+
+
+def openstack_env(cloud: str = "", prog: str = "doctor run") -> dict[str, str]:
+    """What the OpenStack installer needs, from the test bed's variables or from a cloud.
+
+    Without ``cloud`` and with the bed's ``DOCTOR_*`` variables set (``eval "$(tools/testbed/
+    openstack.sh env)"``): the bed, without Keystone; each run in a project of its own.
+    Otherwise the cloud ``cloud`` of clouds.yaml (or the ``OS_*`` variables when empty):
+    Nova and Aodh from its catalog or its ``*_endpoint_override``, the run in its project;
+    RabbitMQ's URL and the image, flavor and network to boot from still come from
+    ``DOCTOR_*`` variables, as no clouds.yaml holds them.
+    """
+    if not cloud and os.environ.get("DOCTOR_NOVA_URL"):
+        missing = [name for name in BED_NEEDS if not os.environ.get(name)]
+        if missing:
+            raise SystemExit(f"{prog}: error: --installer openstack on the test bed needs "
+                             f"{', '.join(missing)} (eval \"$(tools/testbed/openstack.sh env)\")")
+        return {name: os.environ[name] for name in BED_NEEDS}
+    from doctor.openstack import OpenStackConfigError, open_cloud
+
+    missing = [name for name in CLOUD_NEEDS if not os.environ.get(name)]
     if missing:
-        raise SystemExit(f"doctor run: error: --installer openstack needs {', '.join(missing)}"
-                         f" (source <(tools/testbed/openstack.sh env))")
-    return {name: os.environ[name] for name in needed}
+        raise SystemExit(f"{prog}: error: --installer openstack needs {', '.join(missing)} "
+                         "(RabbitMQ's transport URL, and the ids to boot the test VMs from)")
+    try:
+        found = open_cloud(cloud, timeout_s=10.0, resolve_project=True)
+        endpoints = {kind: found.endpoint(kind) or found.session.get_endpoint(
+            service_type=kind, interface="public") for kind in ("compute", "alarming")}
+    except OpenStackConfigError as exc:
+        raise SystemExit(f"{prog}: error: {exc}") from None
+    except Exception as exc:  # the catalog lookup: Keystone unreachable or no such service
+        raise SystemExit(f"{prog}: error: no Nova or Aodh endpoint for "
+                         f"{cloud or 'the OS_* cloud'}: {exc}") from None
+    if not found.project_id:
+        raise SystemExit(f"{prog}: error: the cloud {cloud or '(OS_*)'} has no project scope")
+    env = {name: os.environ[name] for name in CLOUD_NEEDS}
+    env.update({"DOCTOR_OS_CLOUD": cloud or os.environ.get("OS_CLOUD", ""),
+                "DOCTOR_NOVA_URL": endpoints["compute"] or "",
+                "DOCTOR_AODH_URL": endpoints["alarming"] or "",
+                "DOCTOR_PROJECT_ID": found.project_id, "DOCTOR_USER_ID": ""})
+    return env
 
 
 def run(args: argparse.Namespace) -> int:
     if args.vm_count < 1:
         raise SystemExit("doctor run: error: --vm-count (VM_COUNT) must be >= 1")
-    env = testbed_env() if args.installer == "openstack" else None
+    if args.failed_host == args.healthy_host:
+        raise SystemExit("doctor run: error: --failed-host and --healthy-host must differ")
+    env = openstack_env(args.os_cloud) if args.installer == "openstack" else None
     workdir = args.workdir or tempfile.mkdtemp(prefix="doctor-run-")
     pipeline = Pipeline(workdir, shortcut=args.path == "shortcut", openstack=env)
     result: dict[str, Any] = {"vm_count": args.vm_count, "path": args.path,
-                              "installer": args.installer, "failed_host": FAILED_HOST,
+                              "installer": args.installer, "failed_host": args.failed_host,
                               "workdir": workdir}
     try:
         with TestHostNetwork(prefix="drun", index=args.index) as net:
@@ -111,7 +149,8 @@ def run(args: argparse.Namespace) -> int:
 def _run_steps(args: argparse.Namespace, net: TestHostNetwork, pipeline: Pipeline,
                result: dict[str, Any]) -> None:
     step = _Steps(8)
-    hosts = [FAILED_HOST, HEALTHY_HOST]
+    failed = args.failed_host
+    hosts = [failed, args.healthy_host]
     step(f"creating test hosts {', '.join(hosts)} and a gateway as network namespaces")
     net.add_hosts([*hosts, "gateway"])
     parts = "inspector, consumer (Nova, Aodh)" if pipeline.openstack else \
@@ -122,23 +161,24 @@ def _run_steps(args: argparse.Namespace, net: TestHostNetwork, pipeline: Pipelin
     monitor = pipeline.start_monitor(
         ["--name", "doctor-run", "--reference-hosts", net.hosts["gateway"].address,
          "--duration-s", "600", *[f"--target={n}={net.hosts[n].address}" for n in hosts]])
-    project = uuid.uuid4().hex
+    # A project of its own per run, except on a real cloud (its credentials' project).
+    own_project = not (pipeline.openstack or {}).get("DOCTOR_OS_CLOUD")
+    project = uuid.uuid4().hex if own_project else pipeline.openstack["DOCTOR_PROJECT_ID"]
     cloud = OpenStackCloud(pipeline.openstack, project) if pipeline.openstack \
         else LocalCloud(pipeline)
     try:
-        step(f"creating the test project {project} and booting {args.vm_count} VMs on "
-             f"{FAILED_HOST}")
-        vms = cloud.boot(args.vm_count, FAILED_HOST, project)
+        step(f"{'creating the test project' if own_project else 'in the project'} {project}: "
+             f"booting {args.vm_count} VMs on {failed}")
+        vms = cloud.boot(args.vm_count, failed, project)
         step(f"creating {len(vms)} event alarms with aodhclient")
-        aodh = aodh_client(pipeline.url("notifier"), project)
+        aodh = vnfm_aodh_client(pipeline, project)
         alarms = create_vm_alarms(aodh, vms, pipeline.url("consumer") + "/failure")
         created_at = time.monotonic()
         try:
             wait_for("the inspector to map the VMs to their host",
-                     lambda: inspector_host(pipeline, FAILED_HOST).get("servers") == len(vms),
-                     30)
+                     lambda: inspector_host(pipeline, failed).get("servers") == len(vms), 30)
             wait_alarms_seen(created_at, aodh_cache_ttl_s(pipeline.openstack is not None))
-            _fail_and_measure(net, pipeline, cloud, vms, monitor, step, result)
+            _fail_and_measure(net, pipeline, cloud, vms, monitor, step, result, failed)
         finally:
             for alarm in alarms:
                 aodh.alarm.delete(alarm)
@@ -147,13 +187,13 @@ def _run_steps(args: argparse.Namespace, net: TestHostNetwork, pipeline: Pipelin
 
 
 def _fail_and_measure(net: TestHostNetwork, pipeline: Pipeline, cloud: Any, vms: list[str],
-                      monitor: Any, step: Any, result: dict[str, Any]) -> None:
+                      monitor: Any, step: Any, result: dict[str, Any], failed: str) -> None:
     time.sleep(0.5)  # the monitor has seen every host answer
     if not monitor.alive():
         raise ScenarioError("doctor-monitor exited; see monitor.log")
-    step(f"injecting the fault: link down inside {FAILED_HOST}'s namespace")
+    step(f"injecting the fault: link down inside {failed}'s namespace")
     profiler.Profiler(pipeline.profile_file).record("T00")
-    net.link_down(FAILED_HOST)
+    net.link_down(failed)
     got = wait_for(f"{len(vms)} consumer notifications",
                    lambda: (lambda n: n if len(n) >= len(vms) else None)(notifications(pipeline)),
                    10)
@@ -182,10 +222,10 @@ def _fail_and_measure(net: TestHostNetwork, pipeline: Pipeline, cloud: Any, vms:
     result["notified"] = len({n["instance_id"] for n in got})
     result["notification_time_s"] = round(received[-1] - detected[0], 6)
     result["first_notification_s"] = round(received[0] - detected[0], 6)
-    step(f"restoring {FAILED_HOST}'s link")
-    net.link_up(FAILED_HOST)
-    wait_for(f"{FAILED_HOST} up again at the inspector",
-             lambda: inspector_host(pipeline, FAILED_HOST).get("state") == "up", 10)
+    step(f"restoring {failed}'s link")
+    net.link_up(failed)
+    wait_for(f"{failed} up again at the inspector",
+             lambda: inspector_host(pipeline, failed).get("state") == "up", 10)
 
 
 class _Steps:
@@ -204,6 +244,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="local: the embedded controller and notifier; openstack: Nova "
                              "and Aodh of the test bed (its DOCTOR_* variables, from "
                              "`tools/testbed/openstack.sh env`)")
+    parser.add_argument("--os-cloud", default="", metavar="NAME",
+                        help="--installer openstack on a cloud of clouds.yaml (or of the OS_* "
+                             "variables when the bed's DOCTOR_NOVA_URL is not set); also needs "
+                             "DOCTOR_TRANSPORT_URL, DOCTOR_IMAGE_ID, DOCTOR_FLAVOR_ID and "
+                             "DOCTOR_NETWORK_ID")
+    parser.add_argument("--failed-host", default=FAILED_HOST, metavar="HOST",
+                        help=f"the compute host whose link is cut (a namespace of that name "
+                             f"stands in for it; default {FAILED_HOST})")
+    parser.add_argument("--healthy-host", default=HEALTHY_HOST, metavar="HOST",
+                        help=f"a compute host that stays up (default {HEALTHY_HOST})")
     parser.add_argument("--path", choices=("shortcut", "conservative"), default="shortcut",
                         help="shortcut: the inspector notifies the VM errors itself; "
                              "conservative: only the controller's own notifications do")

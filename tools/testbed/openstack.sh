@@ -879,7 +879,22 @@ write_state() {
     echo "DOCTOR_NETWORK_ID=$NETWORK_ID"
     echo "DOCTOR_SUBNET_ID=$SUBNET_ID"
     echo "DOCTOR_TESTBED_PYTHON=$py"
+    echo "DOCTOR_CLOUDS_YAML=$DATA/clouds.yaml"
   } >"$STATE"
+  # The bed as a clouds.yaml cloud, for `doctor run --installer openstack --os-cloud
+  # doctor-testbed` (with OS_CLIENT_CONFIG_FILE=$DATA/clouds.yaml): no Keystone, so aodhclient's
+  # doctor-noauth plugin (doctor/noauth.py) sends the identity headers, every endpoint is given.
+  cat >"$DATA/clouds.yaml" <<EOF
+clouds:
+  doctor-testbed:
+    auth_type: doctor-noauth
+    auth:
+      user_id: $USER_ID
+      project_id: $PROJECT_ID
+      roles: admin
+    compute_endpoint_override: http://127.0.0.1:$NOVA_PORT/v2.1
+    alarming_endpoint_override: http://127.0.0.1:$AODH_PORT
+EOF
 }
 
 cmd_env() {
