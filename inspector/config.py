@@ -54,7 +54,7 @@ class InspectorConfig:
                                        "the controller calls (Doctor's shortcut); false: "
                                        "only the controller's own notifications tell the "
                                        "notifier (the conservative path)")
-    workers: int = option(8, min=1, max=1024,
+    workers: int = option(32, min=1, max=1024,
                           help="controller calls in parallel (force-down, VM resets)")
     call_timeout_ms: int = option(5000, min=1, help="timeout of one controller call, ms")
     call_retry_for_s: float = option(

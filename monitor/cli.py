@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
+import threading
+from collections.abc import Callable
 
 from doctor import config as cfg
 from doctor import logs
 from doctor.signals import wait_for_stop
-from monitor.config import MonitorConfig
+from doctor.store import state_dir
+from monitor.config import MonitorConfig, Target
 from monitor.icmp import RawSocketPermissionError
+
+LOG = logging.getLogger("monitor")
 
 EXAMPLES = """\
 examples:
@@ -24,6 +31,9 @@ config file (INI; every option below also goes in [monitor]):
   [targets]
   compute-1 = 10.0.0.11
   compute-2 = 10.0.0.12
+
+The [targets] section is re-read when the file changes (no restart). Monitors given
+the same share_group (and coordination_url) split the targets between them.
 """
 
 
@@ -75,10 +85,80 @@ def main(argv: list[str] | None = None) -> int:
         monitor = PingMonitor(config)
     except RawSocketPermissionError as exc:
         parser.exit(1, f"doctor-monitor: error: {exc}\n")
+    sharing = None
+    if config.share_group:
+        from monitor.sharing import TargetSharing
+
+        sharing = TargetSharing(config.coordination_url or default_coordination_url(),
+                                config.share_group, config.name, config.targets,
+                                monitor.scheduler.update_targets, config.membership_timeout_s)
+    reloader = TargetReloader(args, config, sharing.set_targets if sharing
+                              else monitor.scheduler.update_targets)
     monitor.start()
+    if sharing is not None:
+        sharing.start()
+    reloader.start()
     wait_for_stop(args.duration_s)
+    reloader.stop()
+    if sharing is not None:
+        sharing.stop()
     monitor.stop()
     return 0
+
+
+def default_coordination_url() -> str:
+    """tooz's file backend under the state directory: one machine, no server."""
+    return "file://" + os.path.join(state_dir(), "coordination")
+
+
+class TargetReloader:
+    """Re-reads the config file's targets when the file changes; no restart needed."""
+
+    def __init__(self, args: argparse.Namespace, config: MonitorConfig,
+                 apply: Callable[[list[Target]], None]) -> None:
+        self.args = args
+        self.apply = apply
+        self.interval_s = config.reload_interval_s
+        self.targets = list(config.targets)
+        self._mtime = self._stat()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="target-reload", daemon=True)
+
+    def _stat(self) -> float | None:
+        try:
+            return os.stat(self.args.config_file).st_mtime if self.args.config_file else None
+        except OSError:
+            return None
+
+    def start(self) -> None:
+        if self.args.config_file:
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            mtime = self._stat()
+            if mtime == self._mtime:
+                continue
+            self._mtime = mtime
+            try:
+                targets = load_config(self.args).targets
+            except (cfg.ConfigError, OSError) as exc:
+                LOG.error("%s changed but is not valid, keeping the %d targets: %s",
+                          self.args.config_file, len(self.targets), exc)
+                continue
+            if targets != self.targets:
+                old, new = {t.hostname for t in self.targets}, {t.hostname for t in targets}
+                LOG.warning("targets reloaded from %s: %d hosts (added: %s; removed: %s)",
+                            self.args.config_file, len(targets),
+                            ", ".join(sorted(new - old)) or "none",
+                            ", ".join(sorted(old - new)) or "none")
+                self.targets = targets
+                self.apply(targets)
 
 
 if __name__ == "__main__":

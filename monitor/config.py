@@ -89,6 +89,20 @@ class MonitorConfig:
                                help="retry delay cap; retries go on until the event is "
                                     "accepted (2xx) or refused (4xx), ms")
     profile_file: str = option("", help="append latency checkpoints (JSON lines) to this file")
+    share_group: str = option(
+        "", help="share the targets with the other monitors of this tooz group (consistent "
+                 "hash ring over coordination_url): each target is probed by one of them. "
+                 "Empty: this monitor probes every target")
+    coordination_url: str = option(
+        "", help="tooz backend of share_group, e.g. redis://HOST:6379 (several machines) or "
+                 "file:///var/lib/doctor/coordination (one machine); default: the file "
+                 "backend under $DOCTOR_STATE_DIR")
+    membership_timeout_s: float = option(
+        1.0, min=0.5, max=60, help="share_group: a monitor that has not heartbeated for this "
+                                   "long leaves the ring and its targets move to the others, s")
+    reload_interval_s: float = option(
+        1.0, min=0.1, max=3600, help="how often the config file is checked for a changed "
+                                     "target list (applied without a restart), s")
 
     def __post_init__(self) -> None:
         seen_names: set[str] = set()

@@ -42,9 +42,10 @@ class PingMonitor(Monitor):
 
     def run(self, duration_s: float | None = None) -> None:
         """The probe loop, in the calling thread (``start`` runs it in its own)."""
-        LOG.info("monitor %s probing %d hosts: interval %d ms, timeout %d ms, down after %d "
-                 "misses (re-probed every %d ms), up after %d replies", self.config.name,
-                 len(self.config.targets), self.config.interval_ms, self.config.timeout_ms,
+        LOG.info("monitor %s probing %d hosts with ICMP identifier %d: interval %d ms, "
+                 "timeout %d ms, down after %d misses (re-probed every %d ms), up after %d "
+                 "replies", self.config.name, len(self.config.targets), self.scheduler.ident,
+                 self.config.interval_ms, self.config.timeout_ms,
                  self.config.misses_before_down, self.config.suspect_interval_ms,
                  self.config.replies_before_up)
         self.scheduler.run(self._stop, duration_s)
