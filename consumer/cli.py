@@ -7,6 +7,7 @@ import sys
 
 from consumer.config import ConsumerConfig
 from doctor import config as cfg
+from doctor import coordination
 from doctor.signals import wait_for_stop
 
 PROG = "doctor-consumer"
@@ -51,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         consumer.start()
     except OSError as exc:
         parser.exit(1, f"{PROG}: error: cannot listen on {config.host}:{config.port}: {exc}\n")
+    registration = coordination.register("Consumer", config)
     wait_for_stop(args.duration_s)
+    registration.stop()
     consumer.stop()
     return 0
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from doctor import config as cfg
-from doctor import logs
+from doctor import coordination, logs
 from doctor.signals import wait_for_stop
 from monitor.config import MonitorConfig
 from monitor.icmp import RawSocketPermissionError
@@ -76,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     except RawSocketPermissionError as exc:
         parser.exit(1, f"doctor-monitor: error: {exc}\n")
     monitor.start()
+    registration = coordination.register(f"Monitor {config.name}", config)
     wait_for_stop(args.duration_s)
+    registration.stop()
     monitor.stop()
     return 0
 

@@ -15,6 +15,7 @@ import re
 import socket
 from dataclasses import dataclass
 
+from doctor import coordination
 from doctor.config import ConfigError, option
 
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,253})$")
@@ -89,6 +90,8 @@ class MonitorConfig:
                                help="retry delay cap; retries go on until the event is "
                                     "accepted (2xx) or refused (4xx), ms")
     profile_file: str = option("", help="append latency checkpoints (JSON lines) to this file")
+    coordination_url: str = coordination.url_option()
+    heartbeat_timeout_s: float = coordination.heartbeat_option()
 
     def __post_init__(self) -> None:
         seen_names: set[str] = set()
