@@ -1,4 +1,8 @@
-"""``doctor``: the project's command line (the run, benchmarks, test hosts, config docs)."""
+"""``doctor``: the project's command line (the run, benchmarks, test hosts, config docs).
+
+``doctor service ...`` (and later families of OpenStack-style commands) is handed to the cliff
+app in ``doctor.shell``, for cliff's output formats.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +31,12 @@ def _hosts(args: argparse.Namespace) -> int:
     from doctor import testhosts
 
     return testhosts.main(args.rest)
+
+
+def _shell(args: argparse.Namespace) -> int:
+    from doctor import shell
+
+    return shell.main([args.command, *args.rest])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     hosts.add_argument("rest", nargs=argparse.REMAINDER)
     hosts.set_defaults(func=_hosts)
 
+    service = commands.add_parser(
+        "service", add_help=False,
+        help="the service list: `doctor service list [-f json|yaml|csv|table|value] "
+             "[-c COLUMN]` (every running Doctor process); `doctor service list --help`")
+    service.add_argument("rest", nargs=argparse.REMAINDER)
+    service.set_defaults(func=_shell, logging="cliff")
+
     doc = commands.add_parser("config-doc", help="print the options of every role as "
                                                  "Markdown tables")
     doc.set_defaults(func=_config_doc)
@@ -75,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logs.setup(args.log_level)
+    if getattr(args, "logging", "") != "cliff":  # cliff sets up its own (-v, -q, --debug)
+        logs.setup(args.log_level)
     return args.func(args)
 
 
