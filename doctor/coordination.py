@@ -297,7 +297,7 @@ def _bound_redis_retries(coordinator: Any) -> None:
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
+    text = str(exc).strip().rstrip(".")
     return text if text else type(exc).__name__
 
 
@@ -394,7 +394,8 @@ class ServiceRegistration:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._coordinator: Any = None
-        self._failing_since: str = ""
+        self._failing_since = 0.0  # monotonic time of the first failure in a row; 0: none
+        self._registered_once = False
 
     def start(self) -> ServiceRegistration:
         load_tooz()  # here, in the caller's thread (see load_tooz)
@@ -443,8 +444,10 @@ class ServiceRegistration:
                 self._join()
         self.beats += 1
         if self._failing_since:
-            LOG.warning("registered again in the service list at %s", redact_url(self.url))
-            self._failing_since = ""
+            away_s = clock.monotonic() - self._failing_since
+            LOG.warning("registered again in the service list at %s, %.1f s after it became "
+                        "unreachable", redact_url(self.url), away_s)
+            self._failing_since = 0.0
 
     def _join(self) -> None:
         tooz_coordination = load_tooz()
@@ -457,9 +460,10 @@ class ServiceRegistration:
                 timeout=CONNECT_TIMEOUT_S * 2)
         except tooz_coordination.MemberAlreadyExist:
             pass
-        if not self.joined.is_set():
+        if not self._registered_once:
             LOG.info("registered as %r in the service list at %s", self.info.name,
                      redact_url(self.url))
+            self._registered_once = True
         self.joined.set()
 
     def _failed(self, exc: Exception) -> None:
@@ -469,7 +473,7 @@ class ServiceRegistration:
         if not self._failing_since:
             LOG.warning("service list: %s; the process goes on, retrying every %g s at most",
                         error, self.retry_max_s)
-            self._failing_since = str(error)
+            self._failing_since = clock.monotonic()
         else:
             LOG.debug("service list: %s", error)
         if self._coordinator is not None:
