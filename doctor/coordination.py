@@ -499,8 +499,10 @@ def parse_url(text: str) -> str:
     """A config value that must be a tooz URL (``scheme://...``)."""
     url = text.strip()
     if not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", url):
-        raise ValueError(f"{redact_url(url)!r} is not a tooz URL (e.g. "
-                         "redis://127.0.0.1:6379 or file:///var/lib/doctor/coordination)")
+        # Unparsed, a password cannot be told apart: such a value is not echoed.
+        shown = "the value" if "@" in url or "pass" in url.lower() else repr(url)
+        raise ValueError(f"{shown} is not a tooz URL (e.g. redis://127.0.0.1:6379 or "
+                         "file:///var/lib/doctor/coordination)")
     return url
 
 
