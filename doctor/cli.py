@@ -62,6 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
     notify_bench.add_arguments(notify)
     notify.set_defaults(func=notify_bench.run)
 
+    membership = benches.add_parser(
+        "membership", help="the service list's cost (heartbeat CPU per process, Redis traffic) "
+                           "and how fast a killed process leaves it (no root needed)")
+    from doctor.bench import membership as membership_bench
+
+    membership_bench.add_arguments(membership)
+    membership.set_defaults(func=membership_bench.run)
+
     scenario = commands.add_parser(
         "run", help="the fault-management case on namespaced test hosts: inject a host "
                     "failure, report the notification time and profile (needs root)")
