@@ -307,3 +307,21 @@ def test_a_part_started_before_its_backend_joins_when_the_backend_comes(daemons_
     finally:
         client.close()
     assert "hush" not in daemons.log("consumer")
+
+
+def test_bench_membership_prints_its_tables_and_json(tmp_path):
+    require_redis()
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "doctor.cli", "bench", "membership", "--members", "2",
+         "--window-s", "2", "--kills", "2", "--json", str(out)],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "| backend | members | CPU ms/s per member" in result.stdout
+    data = json.loads(out.read_text())
+    redis, file = data["runs"]
+    assert redis["backend"] == "redis" and redis["costs"][0]["members"] == 2
+    assert redis["costs"][0]["redis_bytes_per_member_per_s"] > 0
+    assert redis["killed_member_gone_ms"]["n"] == 2
+    assert redis["killed_member_gone_ms"]["max"] <= (HEARTBEAT_TIMEOUT_S + MARGIN_S) * 1000
+    assert file["killed_member_gone_ms"]["max"] < 1000
