@@ -18,6 +18,7 @@ import pytest
 from doctor import coordination
 from doctor.eventsink import free_port
 from doctor.http import HttpClient
+from doctor.pipeline import Pipeline
 from doctor.testredis import RedisServer
 from tests.functional.conftest import require_redis, require_root
 from tests.waiting import wait_until
@@ -325,3 +326,20 @@ def test_bench_membership_prints_its_tables_and_json(tmp_path):
     assert redis["killed_member_gone_ms"]["n"] == 2
     assert redis["killed_member_gone_ms"]["max"] <= (HEARTBEAT_TIMEOUT_S + MARGIN_S) * 1000
     assert file["killed_member_gone_ms"]["max"] < 1000
+
+
+def test_the_pipelines_parts_share_one_service_list(tmp_path):
+    pipeline = Pipeline(str(tmp_path)).start()
+    try:
+        assert pipeline.service_list_url == f"file://{tmp_path}/state/coordination"
+        parts = {part.process.pid: name for name, part in pipeline.parts.items()}
+        wait_until(lambda: {r["Process Id"] for r in coordination.list_services(
+            pipeline.service_list_url)} == set(parts), 30, "the 4 parts listed")
+        result = service_list("--inspector-url", pipeline.url("inspector"), "--token",
+                              pipeline.token, "-f", "value", "-c", "Name")
+        assert result.returncode == 0, result.stderr
+        assert sorted(result.stdout.splitlines()) == ["Consumer", "Controller",
+                                                      "InspectorWorker worker(0)", "Notifier"]
+    finally:
+        pipeline.stop()
+    assert coordination.list_services(pipeline.service_list_url) == []
