@@ -48,11 +48,14 @@ def main(argv: list[str] | None = None) -> int:
     from consumer.sample import SampleConsumer
 
     consumer = SampleConsumer(config)
+    # Registered first: once the consumer answers, SIGTERM is handled at once (tooz's import
+    # takes a moment and happens here).
+    registration = coordination.register("Consumer", config)
     try:
         consumer.start()
     except OSError as exc:
+        registration.stop()
         parser.exit(1, f"{PROG}: error: cannot listen on {config.host}:{config.port}: {exc}\n")
-    registration = coordination.register("Consumer", config)
     wait_for_stop(args.duration_s)
     registration.stop()
     consumer.stop()

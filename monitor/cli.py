@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         monitor = PingMonitor(config)
     except RawSocketPermissionError as exc:
         parser.exit(1, f"doctor-monitor: error: {exc}\n")
-    monitor.start()
     registration = coordination.register(f"Monitor {config.name}", config)
+    monitor.start()
     wait_for_stop(args.duration_s)
     registration.stop()
     monitor.stop()

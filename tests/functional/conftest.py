@@ -55,6 +55,18 @@ def redis_server(tmp_path):
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _state_dir_of_the_tests(tmp_path_factory):
+    """Daemons started without DOCTOR_STATE_DIR keep their state (e.g. the service list's
+    file backend) in the tests' own directory, never in /var/lib/doctor."""
+    if "DOCTOR_STATE_DIR" in os.environ:
+        yield
+        return
+    os.environ["DOCTOR_STATE_DIR"] = str(tmp_path_factory.mktemp("state"))
+    yield
+    os.environ.pop("DOCTOR_STATE_DIR", None)
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _no_leftovers():
     yield
     if os.geteuid() == 0:
