@@ -248,8 +248,8 @@ def check_reachable(url: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
     retries and backoff (about a minute in all, measured); this answers in milliseconds.
     """
     parts = urllib.parse.urlsplit(url)
-    if not parts.hostname:
-        return
+    if not parts.hostname or "fallback" in parts.query or "hosts=" in parts.query:
+        return  # several servers (Redis sentinels, ZooKeeper hosts): tooz tries them in turn
     try:
         port = parts.port or _PORTS.get(parts.scheme)
     except ValueError:
