@@ -11,6 +11,10 @@ import sys
 
 from doctor import logs
 
+# The command families handed to the cliff app in doctor.shell (its FAMILIES; kept here so
+# that `doctor run` need not import cliff).
+SHELL_FAMILIES = ("service",)
+
 
 def _config_doc(_args: argparse.Namespace) -> int:
     from consumer.config import ConsumerConfig
@@ -33,10 +37,17 @@ def _hosts(args: argparse.Namespace) -> int:
     return testhosts.main(args.rest)
 
 
-def _shell(args: argparse.Namespace) -> int:
-    from doctor import shell
-
-    return shell.main([args.command, *args.rest])
+def _shell_argv(argv: list[str]) -> list[str] | None:
+    """The cliff app's arguments when ``argv`` names one of its families, else None."""
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        i += 2 if argv[i] == "--log-level" else 1
+    if i >= len(argv) or argv[i] not in SHELL_FAMILIES:
+        return None
+    rest = argv[i + 1:]
+    if not rest or rest[0] in ("-h", "--help"):
+        return ["--help"]  # the cliff app's help lists its commands
+    return [argv[i], *rest]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,12 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     hosts.add_argument("rest", nargs=argparse.REMAINDER)
     hosts.set_defaults(func=_hosts)
 
-    service = commands.add_parser(
-        "service", add_help=False,
-        help="the service list: `doctor service list [-f json|yaml|csv|table|value] "
-             "[-c COLUMN]` (every running Doctor process); `doctor service list --help`")
-    service.add_argument("rest", nargs=argparse.REMAINDER)
-    service.set_defaults(func=_shell, logging="cliff")
+    # Listed here for `doctor --help`; main() hands these to the cliff app before parsing.
+    for family in SHELL_FAMILIES:
+        commands.add_parser(
+            family, add_help=False,
+            help="the service list: `doctor service list [-f json|yaml|csv|table|value] "
+                 "[-c COLUMN]` (every running Doctor process); `doctor service list --help`")
 
     doc = commands.add_parser("config-doc", help="print the options of every role as "
                                                  "Markdown tables")
@@ -99,9 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    shell_argv = _shell_argv(argv)
+    if shell_argv is not None:  # cliff parses these itself (and sets up logging: -v, --debug)
+        from doctor import shell
+
+        return shell.main(shell_argv)
     args = build_parser().parse_args(argv)
-    if getattr(args, "logging", "") != "cliff":  # cliff sets up its own (-v, -q, --debug)
-        logs.setup(args.log_level)
+    logs.setup(args.log_level)
     return args.func(args)
 
 

@@ -318,6 +318,9 @@ def list_services(url: str | None = None,
     """
     tooz_coordination = load_tooz()
     url = url or default_url()
+    if scheme(url) == "file" and not os.path.isdir(urllib.parse.urlsplit(url).path):
+        # tooz would create it; a typo in the path should not look like an empty list.
+        raise CoordinationError(url, "no such directory: no process has registered there")
     coordinator = connect(url, f"doctor-service-list-{uuid.uuid4().hex}".encode(),
                           heartbeat_timeout_s)
     try:

@@ -123,3 +123,24 @@ def test_the_option_takes_tooz_urls_and_names_a_bad_one_without_its_password(mon
     assert "coordination_url" in str(caught.value) and "pw" not in str(caught.value)
     with pytest.raises(ConfigError, match="heartbeat_timeout_s"):
         build(InspectorConfig, "inspector", {"token": "t", "heartbeat_timeout_s": "0"})
+
+
+def test_a_file_backend_that_does_not_exist_is_an_error_not_an_empty_list(tmp_path):
+    with pytest.raises(coordination.CoordinationError, match="no such directory"):
+        coordination.list_services(f"file://{tmp_path}/typo")
+    assert not (tmp_path / "typo").exists()
+
+
+@pytest.mark.parametrize("argv, handed", [
+    (["service", "list", "-f", "json"], ["service", "list", "-f", "json"]),
+    (["--log-level", "INFO", "service", "list"], ["service", "list"]),
+    (["service"], ["--help"]),
+    (["service", "--help"], ["--help"]),
+    (["run", "--vm-count", "1"], None),
+    (["hosts", "service"], None),
+])
+def test_doctor_hands_its_cliff_families_to_the_cliff_app(argv, handed):
+    from doctor import cli, shell
+
+    assert cli._shell_argv(argv) == handed
+    assert list(cli.SHELL_FAMILIES) == shell.FAMILIES
