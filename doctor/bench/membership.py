@@ -106,8 +106,11 @@ class Members:
         wanted = {p.pid for p in self.alive()}
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
-            if wanted <= listed_pids(self.url, self.heartbeat_timeout_s):
-                return
+            try:
+                if wanted <= listed_pids(self.url, self.heartbeat_timeout_s):
+                    return
+            except coordination.CoordinationError:
+                pass  # the file backend's directory appears with the first member
             time.sleep(0.2)
         raise SystemExit(f"{PROG}: error: {len(wanted)} members not listed within "
                          f"{READY_TIMEOUT_S:.0f} s (see {self.workdir}/members.log)")
