@@ -19,6 +19,10 @@ setup(
         "aodhclient>=3.0",
         "python-novaclient>=18.0",
         "oslo.messaging>=14.0",
+        # the service list: group membership (file driver by default, Redis past one machine)
+        "tooz>=6",
+        "redis",
+        "cliff>=4",
     ],
     extras_require={
         "test": ["pytest>=7", "scapy>=2.5", "ruff>=0.5", "requests>=2.28"],

@@ -7,6 +7,7 @@ import sys
 
 from consumer.config import ConsumerConfig
 from doctor import config as cfg
+from doctor import coordination
 from doctor.signals import wait_for_stop
 
 PROG = "doctor-consumer"
@@ -47,11 +48,16 @@ def main(argv: list[str] | None = None) -> int:
     from consumer.sample import SampleConsumer
 
     consumer = SampleConsumer(config)
+    # Registered first: once the consumer answers, SIGTERM is handled at once (tooz's import
+    # takes a moment and happens here).
+    registration = coordination.register("Consumer", config)
     try:
         consumer.start()
     except OSError as exc:
+        registration.stop()
         parser.exit(1, f"{PROG}: error: cannot listen on {config.host}:{config.port}: {exc}\n")
     wait_for_stop(args.duration_s)
+    registration.stop()
     consumer.stop()
     return 0
 

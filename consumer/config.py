@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from doctor import coordination
 from doctor.config import ConfigError, option
 
 RECOVERY_ACTIONS = ("none", "recreate")
@@ -29,6 +30,8 @@ class ConsumerConfig:
     controller_token: str = option("", help="token sent as X-Auth-Token to the Controller "
                                             "(never logged)")
     profile_file: str = option("", help="append latency checkpoints (JSON lines) to this file")
+    coordination_url: str = coordination.url_option()
+    heartbeat_timeout_s: float = coordination.heartbeat_option()
 
     def __post_init__(self) -> None:
         if not self.path.startswith("/") or any(c.isspace() for c in self.path):

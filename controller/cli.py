@@ -13,7 +13,7 @@ from controller.base import VM_STATES, ControllerError
 from controller.client import ControllerClient
 from controller.config import ControllerConfig
 from doctor import config as cfg
-from doctor import logs
+from doctor import coordination, logs
 from doctor.bench.report import table
 
 LOG = logging.getLogger(__name__)
@@ -94,7 +94,10 @@ def serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     LOG.info("inventory in %s; events to %s", engine.url.render_as_string(hide_password=True),
              ", ".join(config.notify_urls) or "nobody")
 
+    registration = coordination.register("Controller", config)
+
     def stop() -> None:
+        registration.stop()
         inventory.close()
         engine.dispose()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from doctor import coordination
 from doctor.config import ConfigError, option
 
 URL_RE = re.compile(r"^https?://[^/\s]+")
@@ -35,6 +36,8 @@ class ControllerConfig:
                  "Notifier and the Inspector), comma separated")
     notify_token: str = option("", help="token sent as X-Auth-Token with the events "
                                         "(never logged)")
+    coordination_url: str = coordination.url_option()
+    heartbeat_timeout_s: float = coordination.heartbeat_option()
 
     def __post_init__(self) -> None:
         for url in self.notify_urls:

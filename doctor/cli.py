@@ -1,4 +1,8 @@
-"""``doctor``: the project's command line (the run, benchmarks, test hosts, config docs)."""
+"""``doctor``: the project's command line (the run, benchmarks, test hosts, config docs).
+
+``doctor service ...`` (and later families of OpenStack-style commands) is handed to the cliff
+app in ``doctor.shell``, for cliff's output formats.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,10 @@ import argparse
 import sys
 
 from doctor import logs
+
+# The command families handed to the cliff app in doctor.shell (its FAMILIES; kept here so
+# that `doctor run` need not import cliff).
+SHELL_FAMILIES = ("service",)
 
 
 def _config_doc(_args: argparse.Namespace) -> int:
@@ -27,6 +35,19 @@ def _hosts(args: argparse.Namespace) -> int:
     from doctor import testhosts
 
     return testhosts.main(args.rest)
+
+
+def _shell_argv(argv: list[str]) -> list[str] | None:
+    """The cliff app's arguments when ``argv`` names one of its families, else None."""
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        i += 2 if argv[i] == "--log-level" else 1
+    if i >= len(argv) or argv[i] not in SHELL_FAMILIES:
+        return None
+    rest = argv[i + 1:]
+    if not rest or rest[0] in ("-h", "--help"):
+        return ["--help"]  # the cliff app's help lists its commands
+    return [argv[i], *rest]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     notify_bench.add_arguments(notify)
     notify.set_defaults(func=notify_bench.run)
 
+    membership = benches.add_parser(
+        "membership", help="the service list's cost (heartbeat CPU per process, Redis traffic) "
+                           "and how fast a killed process leaves it (no root needed)")
+    from doctor.bench import membership as membership_bench
+
+    membership_bench.add_arguments(membership)
+    membership.set_defaults(func=membership_bench.run)
+
     scenario = commands.add_parser(
         "run", help="the fault-management case on namespaced test hosts: inject a host "
                     "failure, report the notification time and profile (needs root)")
@@ -67,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     hosts.add_argument("rest", nargs=argparse.REMAINDER)
     hosts.set_defaults(func=_hosts)
 
+    # Listed here for `doctor --help`; main() hands these to the cliff app before parsing.
+    for family in SHELL_FAMILIES:
+        commands.add_parser(
+            family, add_help=False,
+            help="the service list: `doctor service list [-f json|yaml|csv|table|value] "
+                 "[-c COLUMN]` (every running Doctor process); `doctor service list --help`")
+
     doc = commands.add_parser("config-doc", help="print the options of every role as "
                                                  "Markdown tables")
     doc.set_defaults(func=_config_doc)
@@ -74,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    shell_argv = _shell_argv(argv)
+    if shell_argv is not None:  # cliff parses these itself (and sets up logging: -v, --debug)
+        from doctor import shell
+
+        return shell.main(shell_argv)
     args = build_parser().parse_args(argv)
     logs.setup(args.log_level)
     return args.func(args)

@@ -78,11 +78,23 @@ class Pipeline:
     # embedded controller and notifier; None: the embedded default.
     openstack: dict[str, str] | None = None
     token: str = field(default_factory=lambda: secrets.token_hex(16))
+    # Where every part registers for the service list; None: tooz's file driver in the
+    # workdir's state directory, shared by all the parts.
+    coordination_url: str | None = None
     parts: dict[str, Part] = field(default_factory=dict)
 
     @property
     def profile_file(self) -> str:
         return os.path.join(self.workdir, "profile.jsonl")
+
+    @property
+    def state_dir(self) -> str:
+        return os.path.join(self.workdir, "state")
+
+    @property
+    def service_list_url(self) -> str:
+        """The coordination URL every part registers at."""
+        return self.coordination_url or f"file://{os.path.join(self.state_dir, 'coordination')}"
 
     def url(self, name: str) -> str:
         if self.openstack is not None and name == "notifier":
@@ -147,8 +159,8 @@ class Pipeline:
 
     def _start(self, name: str, url: str, module: str, argv: list[str]) -> None:
         log_path = os.path.join(self.workdir, f"{name}.log")
-        env = {**os.environ, "DOCTOR_STATE_DIR": os.path.join(self.workdir, "state")}
-        argv = [sys.executable, "-m", module, *argv]
+        env = {**os.environ, "DOCTOR_STATE_DIR": self.state_dir}
+        argv = [sys.executable, "-m", module, *argv, "--coordination-url", self.service_list_url]
         with open(log_path, "a") as log:
             process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
         self.parts[name] = Part(name, url, process, log_path, argv, env)

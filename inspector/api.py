@@ -7,6 +7,9 @@
   knows it, with the last event.
 - ``POST /v1/events``: the controller's VM notifications (Ceilometer's
   format), which keep the host->VM map fresh.
+- ``GET /v1/services``: the service list (every registered Doctor process:
+  Name, Process Id, Hostname, Created At), read from the coordination
+  backend; 503 naming the backend when it cannot be reached.
 Every request needs the configured token in ``X-Auth-Token``.
 """
 
@@ -14,13 +17,16 @@ from __future__ import annotations
 
 from flask import Flask, Response, jsonify
 
+from doctor import coordination
 from doctor.api import ApiError, json_app, json_body
 from doctor.events import EventError, parse_ceilometer_event, parse_host_events
 from inspector.service import InspectorService
 
 
-def create_app(service: InspectorService, token: str) -> Flask:
+def create_app(service: InspectorService, token: str, coordination_url: str | None = None,
+               heartbeat_timeout_s: float = coordination.DEFAULT_HEARTBEAT_TIMEOUT_S) -> Flask:
     app = json_app("doctor-inspector", token)
+    coordination.load_tooz()  # not first in a server thread (see load_tooz)
 
     @app.route("/events", methods=["PUT", "POST"])
     def take_events() -> tuple[Response, int]:
@@ -58,5 +64,12 @@ def create_app(service: InspectorService, token: str) -> Flask:
             raise ApiError(400, str(exc), exc.field) from None
         service.on_notifications(events)
         return jsonify({"accepted": len(events)}), 202
+
+    @app.get("/v1/services")
+    def list_services() -> Response:
+        try:
+            return jsonify(coordination.list_services(coordination_url, heartbeat_timeout_s))
+        except coordination.CoordinationError as exc:
+            raise ApiError(503, str(exc)) from None
 
     return app

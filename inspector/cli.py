@@ -6,9 +6,13 @@ import argparse
 import sys
 
 from doctor import config as cfg
+from doctor import coordination
 from doctor.store import make_engine
 from doctor.wsgi import Server
 from inspector.config import InspectorConfig
+
+# The name in the service list (one worker per process for now).
+SERVICE_NAME = "InspectorWorker worker(0)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,13 +78,20 @@ def main(argv: list[str] | None = None) -> int:
 
         NovaListener(config.nova_transport_url, service.on_notifications).start()
     try:
-        server = Server(create_app(service, config.token), config.host, config.port,
-                        name="inspector")
+        server = Server(create_app(service, config.token, config.coordination_url,
+                                   config.heartbeat_timeout_s),
+                        config.host, config.port, name="inspector")
     except OSError as exc:
         service.stop()
         parser.exit(1, f"doctor-inspector: error: cannot listen on {config.host}:"
                        f"{config.port}: {exc.strerror}\n")
-    server.serve_forever(on_stop=service.stop)
+    registration = coordination.register(SERVICE_NAME, config)
+
+    def stop() -> None:
+        registration.stop()
+        service.stop()
+
+    server.serve_forever(on_stop=stop)
     return 0
 
 

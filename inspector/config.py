@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from doctor import coordination
 from doctor.config import ConfigError, option
 from doctor.store import default_url
 
@@ -64,6 +65,8 @@ class InspectorConfig:
     resync_interval_s: float = option(60.0, min=0, help="full reload of the host->VM map from "
                                                         "the controller, s (0: never)")
     profile_file: str = option("", help="append latency checkpoints (JSON lines) to this file")
+    coordination_url: str = coordination.url_option()
+    heartbeat_timeout_s: float = coordination.heartbeat_option()
 
     def __post_init__(self) -> None:
         if not self.token:

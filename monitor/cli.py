@@ -10,9 +10,8 @@ import threading
 from collections.abc import Callable
 
 from doctor import config as cfg
-from doctor import logs
+from doctor import coordination, logs
 from doctor.signals import wait_for_stop
-from doctor.store import state_dir
 from monitor.config import MonitorConfig, Target
 from monitor.icmp import RawSocketPermissionError
 
@@ -85,13 +84,14 @@ def main(argv: list[str] | None = None) -> int:
         monitor = PingMonitor(config)
     except RawSocketPermissionError as exc:
         parser.exit(1, f"doctor-monitor: error: {exc}\n")
+    registration = coordination.register(f"Monitor {config.name}", config)
     sharing = None
     if config.share_group:
         from monitor.sharing import TargetSharing
 
-        sharing = TargetSharing(config.coordination_url or default_coordination_url(),
-                                config.share_group, config.name, config.targets,
-                                monitor.scheduler.update_targets, config.membership_timeout_s)
+        sharing = TargetSharing(config.coordination_url, config.share_group, config.name,
+                                config.targets, monitor.scheduler.update_targets,
+                                config.membership_timeout_s)
     reloader = TargetReloader(args, config, sharing.set_targets if sharing
                               else monitor.scheduler.update_targets)
     monitor.start()
@@ -102,13 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     reloader.stop()
     if sharing is not None:
         sharing.stop()
+    registration.stop()
     monitor.stop()
     return 0
-
-
-def default_coordination_url() -> str:
-    """tooz's file backend under the state directory: one machine, no server."""
-    return "file://" + os.path.join(state_dir(), "coordination")
 
 
 class TargetReloader:

@@ -15,6 +15,7 @@ import re
 import socket
 from dataclasses import dataclass
 
+from doctor import coordination
 from doctor.config import ConfigError, option
 
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,253})$")
@@ -89,17 +90,16 @@ class MonitorConfig:
                                help="retry delay cap; retries go on until the event is "
                                     "accepted (2xx) or refused (4xx), ms")
     profile_file: str = option("", help="append latency checkpoints (JSON lines) to this file")
+    coordination_url: str = coordination.url_option()
+    heartbeat_timeout_s: float = coordination.heartbeat_option()
     share_group: str = option(
-        "", help="share the targets with the other monitors of this tooz group (consistent "
-                 "hash ring over coordination_url): each target is probed by one of them. "
+        "", help="share the targets with the other monitors of this tooz group (a consistent "
+                 "hash ring on coordination_url): each target is probed by one of them. "
                  "Empty: this monitor probes every target")
-    coordination_url: str = option(
-        "", help="tooz backend of share_group, e.g. redis://HOST:6379 (several machines) or "
-                 "file:///var/lib/doctor/coordination (one machine); default: the file "
-                 "backend under $DOCTOR_STATE_DIR")
     membership_timeout_s: float = option(
         1.0, min=0.5, max=60, help="share_group: a monitor that has not heartbeated for this "
-                                   "long leaves the ring and its targets move to the others, s")
+                                   "long leaves the ring and its targets move to the others "
+                                   "(the file backend rounds it up to whole seconds), s")
     reload_interval_s: float = option(
         1.0, min=0.1, max=3600, help="how often the config file is checked for a changed "
                                      "target list (applied without a restart), s")

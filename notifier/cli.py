@@ -9,6 +9,7 @@ import sys
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from doctor import config as cfg
+from doctor import coordination
 from notifier.config import NotifierConfig
 
 LOG = logging.getLogger("notifier")
@@ -78,7 +79,13 @@ def main(argv: list[str] | None = None) -> int:
                        f"{config.host}:{config.port}: {exc.strerror or exc}\n")
     service.start()
     LOG.info("doctor-notifier serving Aodh's alarm API on %s", server.url)
-    server.serve_forever(on_stop=service.stop)
+    registration = coordination.register("Notifier", config)
+
+    def stop() -> None:
+        registration.stop()
+        service.stop()
+
+    server.serve_forever(on_stop=stop)
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from doctor import coordination
 from doctor.config import ConfigError, option
 from doctor.store import default_url
 
@@ -41,6 +42,8 @@ class NotifierConfig:
                                  help="alarm action POSTs in flight at once")
     profile_file: str = option("", help="append latency checkpoints T07 (evaluated event) and "
                                         "T08 (fired alarm) to this file (JSON lines)")
+    coordination_url: str = coordination.url_option()
+    heartbeat_timeout_s: float = coordination.heartbeat_option()
 
     def __post_init__(self) -> None:
         if not self.host.strip():

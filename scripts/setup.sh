@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the project needs on a fresh machine, idempotently:
-# system tools for the namespaced test hosts, and a virtualenv in .venv with the project.
+# system tools for the namespaced test hosts, redis-server for the service list's tests, and a
+# virtualenv in .venv with the project.
 # Usage: scripts/setup.sh            (sourced by run.sh and test.sh; safe to run twice)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -9,6 +10,15 @@ need=()
 command -v ip >/dev/null || need+=(iproute2)
 command -v nft >/dev/null || need+=(nftables)
 command -v setpriv >/dev/null || need+=(util-linux)
+# The service list's Redis backend: the tests start their own redis-server on a free port.
+# Without root it is left out (its tests then skip, except with CI=true).
+if ! command -v redis-server >/dev/null; then
+  if [ "$(id -u)" -eq 0 ]; then
+    need+=(redis-server)
+  else
+    echo "setup: redis-server missing (apt-get install redis-server); its tests will skip" >&2
+  fi
+fi
 if ((${#need[@]})); then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup: missing ${need[*]}; install them (apt-get install ${need[*]}) or run as root" >&2

@@ -9,6 +9,7 @@ import pytest
 
 from doctor.eventsink import EventSink
 from doctor.testhosts import TestHostNetwork, cleanup_prefix
+from doctor.testredis import RedisServer, redis_server_binary
 
 # Each test gets its own /24 (index) so a leftover of one cannot disturb another.
 _indexes = itertools.count(10)
@@ -32,6 +33,37 @@ def require_testbed() -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason}; in CI a skip is a failure")
     pytest.skip(reason)
+
+
+def require_redis() -> None:
+    """Redis tests need Debian's redis-server (scripts/setup.sh installs it)."""
+    if redis_server_binary() is not None:
+        return
+    reason = "needs redis-server (apt-get install redis-server; scripts/setup.sh does it)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}; in CI a skip is a failure")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A redis-server of the test's own on a free loopback port, stopped at the end."""
+    require_redis()
+    server = RedisServer(str(tmp_path / "redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _state_dir_of_the_tests(tmp_path_factory):
+    """Daemons started without DOCTOR_STATE_DIR keep their state (e.g. the service list's
+    file backend) in the tests' own directory, never in /var/lib/doctor."""
+    if "DOCTOR_STATE_DIR" in os.environ:
+        yield
+        return
+    os.environ["DOCTOR_STATE_DIR"] = str(tmp_path_factory.mktemp("state"))
+    yield
+    os.environ.pop("DOCTOR_STATE_DIR", None)
 
 
 @pytest.fixture(scope="session", autouse=True)
