@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         sharing.stop()
     registration.stop()
     monitor.stop()
-    return 0
+    return 1 if monitor.failed is not None else 0
 
 
 class TargetReloader:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 from collections.abc import Callable
 
@@ -34,7 +36,8 @@ class PingMonitor(Monitor):
             on_delivered=on_delivered)
         self.scheduler = ProbeScheduler(config, self._on_transition)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self.run, name="probe-loop", daemon=True)
+        self._thread = threading.Thread(target=self._run_or_die, name="probe-loop", daemon=True)
+        self.failed: BaseException | None = None
 
     def start(self) -> None:
         self.sender.start()
@@ -49,6 +52,16 @@ class PingMonitor(Monitor):
                  self.config.misses_before_down, self.config.suspect_interval_ms,
                  self.config.replies_before_up)
         self.scheduler.run(self._stop, duration_s)
+
+    def _run_or_die(self) -> None:
+        """The probe loop of ``start``: if it dies the process must not live on without it
+        (it would go on heartbeating, holding its share of the targets unprobed)."""
+        try:
+            self.run()
+        except BaseException as exc:
+            self.failed = exc
+            LOG.critical("the probe loop died; stopping the monitor", exc_info=True)
+            os.kill(os.getpid(), signal.SIGTERM)
 
     def stop(self) -> None:
         self._stop.set()

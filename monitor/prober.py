@@ -172,7 +172,8 @@ class ProbeScheduler:
             self._add(target)
         if removed:
             self._ring = [p for p in self._ring if p.active]
-            self._cursor = min(self._cursor, len(self._ring))
+            if self._cursor >= len(self._ring):  # past the end: the next round starts over
+                self._cursor = 0
         if added or removed:
             LOG.info("watching %d hosts (%d added, %d removed, %d references)",
                      len(self._by_name), len(added), len(removed), len(self._references))
