@@ -81,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     membership_bench.add_arguments(membership)
     membership.set_defaults(func=membership_bench.run)
 
+    takeover = benches.add_parser(
+        "takeover", help="monitors sharing targets: time until a monitor killed with -9 has "
+                         "its targets probed by the others (needs root)")
+    from doctor.bench import takeover as takeover_bench
+
+    takeover_bench.add_arguments(takeover)
+    takeover.set_defaults(func=takeover_bench.run)
+
     scenario = commands.add_parser(
         "run", help="the fault-management case on namespaced test hosts: inject a host "
                     "failure, report the notification time and profile (needs root)")

@@ -157,6 +157,17 @@ class Pipeline:
                      "--profile-file", self.profile_file, *argv])
         return self.parts["monitor"]
 
+    def start_another(self, like: str, name: str) -> Part:
+        """One more process of part ``like`` on a free port, sharing its state directory (the
+        same database and coordination backend): a part scaled out. Waited for."""
+        part = self.parts[like]
+        argv = list(part.argv[3:])  # after: python -m module
+        port = free_port()
+        argv[argv.index("--port") + 1] = str(port)
+        self._start(name, f"http://127.0.0.1:{port}", part.argv[2], argv)
+        self._wait_ready(self.parts[name], READY_PATHS[like])
+        return self.parts[name]
+
     def _start(self, name: str, url: str, module: str, argv: list[str]) -> None:
         log_path = os.path.join(self.workdir, f"{name}.log")
         env = {**os.environ, "DOCTOR_STATE_DIR": self.state_dir}

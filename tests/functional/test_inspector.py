@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -123,3 +124,43 @@ def test_host_map_follows_vms_created_moved_and_deleted_without_a_restart(pipeli
                "the moved VM in the map")
     controller.delete_server(other.id)
     wait_until(lambda: servers_on("compute-2") == 1, 5, "the deleted VM out of the map")
+
+
+def test_two_inspectors_act_on_an_event_sent_to_both_once_and_both_are_listed(pipeline):
+    """Two Inspector processes on one database: whichever stores the event first acts."""
+    project = uuid.uuid4().hex
+    controller = ControllerClient(pipeline.url("controller"), pipeline.token)
+    vms = [controller.create_server(f"vm{i}", project, "compute-1").id for i in range(3)]
+    aodh = aodh_client(pipeline.url("notifier"), project)
+    for vm in vms:  # repeat_actions: acting twice would notify twice
+        aodh.alarm.create({**vm_error_alarm(vm, pipeline.url("consumer") + "/failure"),
+                           "repeat_actions": True})
+    second = pipeline.start_another("inspector", "inspector2")
+    headers = {"X-Auth-Token": pipeline.token}
+    for url in (pipeline.url("inspector"), second.url):
+        wait_until(lambda u=url: requests.get(u + "/hosts/compute-1", headers=headers,
+                                              timeout=5).json().get("servers") == 3,
+                   10, f"the host map of {url}")
+    event = HostEvent.new(HOST_DOWN, "compute-1", "m").to_doctor()
+    with ThreadPoolExecutor(2) as pool:  # at the same time, as two monitors would
+        answers = list(pool.map(lambda url: requests.put(url + "/events", json=[event],
+                                                         headers=headers, timeout=5),
+                                (pipeline.url("inspector"), second.url)))
+    assert [a.status_code for a in answers] == [202, 202]
+    event_id = event["details"]["monitor_event_id"]
+    assert sorted(len(a.json()["accepted"]) for a in answers) == [0, 1]
+    assert sorted(len(a.json()["duplicates"]) for a in answers) == [0, 1]
+    wait_until(lambda: len(requests.get(pipeline.url("consumer") + "/failures",
+                                        timeout=5).json()) >= 3, 10, "the notifications")
+    wait_until(lambda: all(s.state == "error" for s in controller.list_servers("compute-1")),
+               15, "every VM in error")
+    time.sleep(1.0)  # a second inspector acting would fire the alarms again
+    assert len(requests.get(pipeline.url("consumer") + "/failures", timeout=5).json()) == 3
+    acted = [part.name for part in (pipeline.parts["inspector"], second)
+             if f"compute-1 is down ({event_id})" in open(part.log_path).read()]
+    assert len(acted) == 1, acted
+
+    services = requests.get(pipeline.url("inspector") + "/v1/services", headers=headers,
+                            timeout=5).json()
+    inspectors = {s["Process Id"] for s in services if s["Name"].startswith("InspectorWorker")}
+    assert inspectors == {pipeline.parts["inspector"].process.pid, second.process.pid}

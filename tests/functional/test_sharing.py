@@ -105,3 +105,39 @@ def test_the_file_backend_shares_and_takes_over_on_one_machine(tmp_path, network
     finally:
         capture.stop()
         group.stop()
+
+
+def test_a_suspicion_in_flight_at_the_kill_is_neither_lost_nor_turned_up(
+        tmp_path, network, sink, redis_server):
+    """The owner of a host whose link was just cut dies while the host is only suspect: the
+    survivor reports it down (once), and nobody reports it up."""
+    hosts = network.add_hosts(["c1", "c2", "c3", "c4"])
+    config = str(tmp_path / "monitor.conf")
+    write_targets(config, {h.name: h.address for h in hosts}, 100)
+    # A suspicion lasts about a second (20 misses, 50 ms apart): time to kill its owner.
+    group = MonitorGroup(str(tmp_path), config, redis_server.url, sink.url, 2,
+                         group=f"test-{os.getpid()}",
+                         extra=["--misses-before-down", "20", "--suspect-interval-ms", "50"])
+    capture = ProbeCapture(network.bridge).start()
+    try:
+        group.start_all()
+        owners = wait_steady(capture, {h.address for h in hosts}, 2)
+        victim = hosts[0]
+        names = {group.ident(name): name for name in group.processes}
+        (owner_ident,) = owners[victim.address]
+        owner = names[owner_ident]
+        survivor = next(name for name in group.processes if name != owner)
+        network.link_down(victim.name)
+        wait_until(lambda: f"{victim.name} ({victim.address}) is suspect" in
+                   open(group.log_path(owner)).read(), 5, "the owner's suspicion")
+        group.kill(owner)
+        down = wait_until(lambda: [e for _, body in sink.requests for e in body], 10,
+                          "a down event")
+        time.sleep(1.0)  # anything else that would come
+        events = [e for _, body in sink.requests for e in body]
+        assert [(e["details"]["hostname"], e["details"]["status"], e["details"]["monitor"])
+                for e in events] == [(victim.name, "down", survivor)], events
+        assert down
+    finally:
+        capture.stop()
+        group.stop()
