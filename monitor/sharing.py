@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from doctor import coordination
+from doctor.threads import name_os_thread
 from monitor.config import Target
 
 LOG = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class TargetSharing:
     # -- the loop -------------------------------------------------------------
 
     def _run(self) -> None:
+        name_os_thread("target-sharing")
         beat_every = self.membership_timeout_s / 4
         last_beat = 0.0
         failing_since: float | None = None

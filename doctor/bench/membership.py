@@ -68,12 +68,16 @@ def _parse(args: argparse.Namespace) -> tuple[list[int], list[str]]:
     return counts, backends
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time of every thread of ``pid`` so far, s (schedstat: nanoseconds)."""
+def cpu_seconds(pid: int, thread: str = "") -> float:
+    """CPU time of every thread of ``pid`` (or those named ``thread``) so far, s."""
     total = 0
     for path in glob.glob(f"/proc/{pid}/task/*/schedstat"):
         try:
-            with open(path) as handle:
+            if thread:
+                with open(os.path.join(os.path.dirname(path), "comm")) as comm:
+                    if comm.read().strip() != thread[:15]:
+                        continue
+            with open(path) as handle:  # run time in nanoseconds
                 total += int(handle.read().split()[0])
         except (OSError, ValueError, IndexError):
             pass  # a thread that just ended
@@ -131,7 +135,7 @@ def listed_pids(url: str, heartbeat_timeout_s: float) -> set[int]:
     return {row["Process Id"] for row in coordination.list_services(url, heartbeat_timeout_s)}
 
 
-def _redis_totals(redis_client: Any) -> tuple[int, int]:
+def redis_totals(redis_client: Any) -> tuple[int, int]:
     stats = redis_client.info("stats")
     return (stats["total_net_input_bytes"] + stats["total_net_output_bytes"],
             stats["total_commands_processed"])
@@ -145,12 +149,12 @@ def measure_cost(members: Members, window_s: float, redis: RedisServer | None
     overhead_bytes = overhead_commands = 0
     if client is not None:
         # What the bench's own INFO costs, to take it out of the figures.
-        first, second = _redis_totals(client), _redis_totals(client)
+        first, second = redis_totals(client), redis_totals(client)
         overhead_bytes, overhead_commands = second[0] - first[0], second[1] - first[1]
     time.sleep(members.heartbeat_timeout_s / 3.0)  # past any join
     cpu_before = {pid: cpu_seconds(pid) for pid in pids}
     redis_cpu_before = cpu_seconds(redis.process.pid) if redis and redis.process else 0.0
-    totals_before = _redis_totals(client) if client is not None else (0, 0)
+    totals_before = redis_totals(client) if client is not None else (0, 0)
     started = time.monotonic()
     time.sleep(window_s)
     elapsed = time.monotonic() - started
@@ -160,7 +164,7 @@ def measure_cost(members: Members, window_s: float, redis: RedisServer | None
         "cpu_ms_per_member_per_s": round(1000.0 * sum(cpu) / len(cpu), 3),
         "cpu_ms_per_member_per_s_max": round(1000.0 * max(cpu), 3)}
     if client is not None and redis is not None and redis.process is not None:
-        totals_after = _redis_totals(client)
+        totals_after = redis_totals(client)
         traffic = totals_after[0] - totals_before[0] - overhead_bytes
         commands = totals_after[1] - totals_before[1] - overhead_commands
         redis_cpu = cpu_seconds(redis.process.pid) - redis_cpu_before

@@ -25,6 +25,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
+from doctor.bench.membership import cpu_seconds, redis_totals
 from doctor.bench.report import summary_ms, table
 from doctor.eventsink import EventSink
 from doctor.testhosts import TestHostNetwork
@@ -180,10 +181,34 @@ def wait_steady(capture: ProbeCapture, addresses: set[str], members: int,
         f"addresses probed, {sum(len(o) > 1 for o in owners.values())} by more than one")
 
 
+def membership_cost(group: MonitorGroup, redis_client: Any, window_s: float) -> dict[str, Any]:
+    """Over ``window_s`` of steady state: CPU of each monitor's sharing thread, and on Redis
+    the traffic and commands per monitor (its service-list registration included)."""
+    pids = [p.pid for p in group.processes.values() if p.poll() is None]
+    cpu0 = [cpu_seconds(pid, "target-sharing") for pid in pids]
+    net0 = redis_totals(redis_client) if redis_client else (0, 0)
+    start = time.monotonic()
+    time.sleep(window_s)
+    elapsed = time.monotonic() - start
+    cpu = [(cpu_seconds(pid, "target-sharing") - c) / elapsed * 1000
+           for pid, c in zip(pids, cpu0, strict=True)]
+    cost: dict[str, Any] = {"window_s": round(elapsed, 2),
+                            "sharing_thread_cpu_ms_per_s": round(sum(cpu) / len(cpu), 3)}
+    if redis_client:
+        net1 = redis_totals(redis_client)
+        cost["redis_bytes_per_s_per_monitor"] = round((net1[0] - net0[0]) / elapsed / len(pids))
+        cost["redis_commands_per_s_per_monitor"] = round(
+            (net1[1] - net0[1]) / elapsed / len(pids), 1)
+    return cost
+
+
 def measure(kills: int, targets: int, monitors: int, coordination_url: str,
-            interval_ms: int = 100, index: int = 247) -> dict[str, Any]:
-    """Takeover after SIGKILL, ``kills`` times (the killed monitor is started again)."""
+            interval_ms: int = 100, index: int = 247, redis_client: Any = None,
+            cost_window_s: float = 10.0) -> dict[str, Any]:
+    """Takeover after SIGKILL, ``kills`` times (the killed monitor is started again), and the
+    membership's cost at steady state first."""
     takeovers: list[float] = []
+    cost: dict[str, Any] = {}
     sink = EventSink().start()
     with TestHostNetwork(prefix="dbt", index=index) as net:
         addresses = net.add_address_block(targets)
@@ -196,6 +221,8 @@ def measure(kills: int, targets: int, monitors: int, coordination_url: str,
         try:
             group.start_all()
             wanted = set(addresses)
+            wait_steady(capture, wanted, monitors)
+            cost = membership_cost(group, redis_client, cost_window_s)
             for round_ in range(kills):
                 owners = wait_steady(capture, wanted, monitors)
                 victim = f"mon{round_ % monitors}"
@@ -224,7 +251,8 @@ def measure(kills: int, targets: int, monitors: int, coordination_url: str,
                     if e["details"]["status"] == "down")
     return {"kills": kills, "targets": targets, "monitors": monitors,
             "coordination": coordination_url.split("://", 1)[0],
-            "takeover_ms": summary_ms(takeovers), "false_downs": downs}
+            "takeover_ms": summary_ms(takeovers), "false_downs": downs,
+            "membership_cost": cost}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -248,7 +276,8 @@ def run(args: argparse.Namespace) -> int:
         redis = RedisServer(tempfile.mkdtemp(prefix="doctor-bench-redis-")).start()
         url = redis.url
     try:
-        result = measure(args.kills, args.targets, args.monitors, url)
+        result = measure(args.kills, args.targets, args.monitors, url,
+                         redis_client=redis.client() if redis else None)
     finally:
         if redis is not None:
             redis.stop()
@@ -256,6 +285,11 @@ def run(args: argparse.Namespace) -> int:
     print(table(["monitors", "targets", "kills", "takeover p50 ms", "max ms", "false downs"],
                 [[result["monitors"], result["targets"], result["kills"], t["p50"], t["max"],
                   result["false_downs"]]]))
+    c = result["membership_cost"]
+    print(table(["sharing thread CPU ms/s per monitor", "Redis bytes/s per monitor",
+                 "Redis commands/s per monitor"],
+                [[c["sharing_thread_cpu_ms_per_s"], c.get("redis_bytes_per_s_per_monitor", "-"),
+                  c.get("redis_commands_per_s_per_monitor", "-")]]))
     print(json.dumps(result, indent=2, sort_keys=True))
     if args.json:
         with open(args.json, "w") as out:
