@@ -19,10 +19,11 @@ def _config_doc(_args: argparse.Namespace) -> int:
     from inspector.config import InspectorConfig
     from monitor.config import MonitorConfig
     from notifier.config import NotifierConfig
+    from vim.config import VimConfig
 
     roles = [(MonitorConfig, "monitor"), (InspectorConfig, "inspector"),
              (ControllerConfig, "controller"), (NotifierConfig, "notifier"),
-             (ConsumerConfig, "consumer")]
+             (ConsumerConfig, "consumer"), (VimConfig, "vim")]
     print("\n\n".join(doc_table(cls, section) for cls, section in roles))
     return 0
 
@@ -91,6 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
              "[-c COLUMN]` (every running Doctor process); `doctor service list --help`")
     service.add_argument("rest", nargs=argparse.REMAINDER)
     service.set_defaults(func=_shell, logging="cliff")
+
+    vim = commands.add_parser(
+        "vim", add_help=False,
+        help="VIMs and their monitoring: `doctor vim register --config-file F NAME`, "
+             "`vim list [--name N]`, `vim show|update|delete ID|NAME` (-f, -c as service "
+             "list); talks to doctor-vim (--vim-url, --token)")
+    vim.add_argument("rest", nargs=argparse.REMAINDER)
+    vim.set_defaults(func=_shell, logging="cliff")
 
     doc = commands.add_parser("config-doc", help="print the options of every role as "
                                                  "Markdown tables")

@@ -319,6 +319,8 @@ class MonitorManager:
                 LOG.exception("VIM monitor manager: round failed; retrying in 1 s")
                 self._stopping.wait(1.0)
                 self._sync_requested = True
+            if self._sync_requested:
+                continue  # claimed VIMs come back from the database: start them now
             wake = self._next_reconcile
             if self._http_due:
                 wake = min(wake, self._http_due[0][0])
