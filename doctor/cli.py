@@ -71,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     membership_bench.add_arguments(membership)
     membership.set_defaults(func=membership_bench.run)
 
+    vim_bench = benches.add_parser(
+        "vim", help="VIM monitoring at scale: register rate, CPU per second of monitoring, "
+                    "resume after kill -9, with 10,000 VIMs on namespaced addresses (needs root)")
+    from doctor.bench import vim as vim_bench_module
+
+    vim_bench_module.add_arguments(vim_bench)
+    vim_bench.set_defaults(func=vim_bench_module.run)
+
     scenario = commands.add_parser(
         "run", help="the fault-management case on namespaced test hosts: inject a host "
                     "failure, report the notification time and profile (needs root)")
