@@ -11,7 +11,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["doctor", "doctor.*", "monitor", "monitor.*", "inspector",
                                     "inspector.*", "controller", "controller.*", "notifier",
-                                    "notifier.*", "consumer", "consumer.*"]),
+                                    "notifier.*", "consumer", "consumer.*", "vim", "vim.*"]),
     install_requires=[
         "flask>=3.0",
         "waitress>=3.0",
@@ -23,6 +23,9 @@ setup(
         "tooz>=6",
         "redis",
         "cliff>=4",
+        # VIM monitoring: passwords under Fernet, Tacker's YAML VIM config files
+        "cryptography>=3.4",
+        "PyYAML>=5.4",
     ],
     extras_require={
         "test": ["pytest>=7", "scapy>=2.5", "ruff>=0.5", "requests>=2.28"],
@@ -38,6 +41,7 @@ setup(
             "doctor-controller=controller.cli:main",
             "doctor-notifier=notifier.cli:main",
             "doctor-consumer=consumer.cli:main",
+            "doctor-vim=vim.cli:main",
         ],
         # clouds.yaml `auth_type: doctor-noauth`: test clouds without Keystone
         "keystoneauth1.plugin": ["doctor-noauth=doctor.noauth:NoAuthLoader"],

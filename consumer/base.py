@@ -9,12 +9,14 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Notification:
-    """One alarm as received: when (epoch seconds, doctor.clock), which alarm, which VM."""
+    """One alarm as received: when (epoch seconds, doctor.clock), which alarm, which VM (or,
+    for a VIM's status alarm, which VIM)."""
 
     received_at: float
     alarm_id: str
     alarm_name: str
     instance_id: str
+    vim_id: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

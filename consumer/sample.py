@@ -26,7 +26,7 @@ from controller.base import ControllerError, NotFound
 from controller.client import ControllerClient
 from doctor import clock
 from doctor.api import ApiError, json_app, json_body
-from doctor.events import EventError, parse_ceilometer_event, traits
+from doctor.events import VIM_STATUS_UPDATE, EventError, parse_ceilometer_event, traits
 from doctor.profiler import Profiler
 from doctor.wsgi import Server
 
@@ -34,9 +34,10 @@ LOG = logging.getLogger(__name__)
 MAX_KEPT = 10_000  # notifications kept for GET /failures; the oldest go first
 
 
-def parse_alarm(body: Any) -> tuple[str, str, str]:
-    """(alarm_id, alarm_name, instance_id) of Aodh's event-alarm payload; EventError names
-    the field that is wrong."""
+def parse_alarm(body: Any) -> tuple[str, str, str, str]:
+    """(alarm_id, alarm_name, instance_id, vim_id) of Aodh's event-alarm payload: an
+    instance's event (``instance_id``) or a VIM's ``vim.status.update`` (``vim_id``; then
+    instance_id is ''). EventError names the field that is wrong."""
     if not isinstance(body, dict):
         raise EventError("body", "must be a JSON object (Aodh's alarm action payload)")
     alarm_id = body.get("alarm_id")
@@ -52,11 +53,15 @@ def parse_alarm(body: Any) -> tuple[str, str, str]:
         raise EventError("reason_data.type", f"expected 'event' (an event alarm), got "
                                              f"{reason_data.get('type')!r}")
     event = parse_ceilometer_event(reason_data.get("event"), "reason_data.event")
-    instance_id = traits(event).get("instance_id")
+    found = traits(event)
+    vim_id = found.get("vim_id")
+    if event.get("event_type") == VIM_STATUS_UPDATE and isinstance(vim_id, str) and vim_id:
+        return alarm_id, alarm_name, "", vim_id
+    instance_id = found.get("instance_id")
     if not isinstance(instance_id, str) or not instance_id.strip():
         raise EventError("reason_data.event.traits.instance_id",
                          "required, a non-empty string trait")
-    return alarm_id, alarm_name, instance_id
+    return alarm_id, alarm_name, instance_id, ""
 
 
 class Recovery:
@@ -183,8 +188,14 @@ class SampleConsumer(Consumer):
 
     def receive(self, body: Any, received_at: float) -> Notification:
         """Keep, log and profile one alarm payload; EventError (naming the field) if malformed."""
-        alarm_id, alarm_name, instance_id = parse_alarm(body)
-        notification = Notification(received_at, alarm_id, alarm_name, instance_id)
+        alarm_id, alarm_name, instance_id, vim_id = parse_alarm(body)
+        notification = Notification(received_at, alarm_id, alarm_name, instance_id, vim_id)
+        if vim_id:
+            with self._lock:
+                self._received.append(notification)
+            LOG.info("doctor consumer notified at %.6f alarm %s VIM %s", received_at, alarm_id,
+                     vim_id)
+            return notification
         with self._lock:
             self._received.append(notification)
         LOG.info("doctor consumer notified at %.6f alarm %s instance %s", received_at, alarm_id,

@@ -11,7 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from doctor.events import INSTANCE_UPDATE
+from doctor.events import INSTANCE_UPDATE, VIM_STATUS_UPDATE
 
 
 def aodh_client(endpoint: str, project_id: str, user_id: str = "doctor-vnfm",
@@ -54,6 +54,22 @@ def vm_error_alarm(vm_id: str, consumer_url: str, name: str = "") -> dict[str, A
                 {"field": "traits.state", "op": "eq", "type": "string", "value": "error"},
             ],
         },
+        "alarm_actions": [consumer_url],
+        "repeat_actions": False,
+    }
+
+
+def vim_status_alarm(consumer_url: str, status: str = "unreachable", vim_id: str = "",
+                     name: str = "") -> dict[str, Any]:
+    """Fire when a VIM (any of the project's, or ``vim_id``) becomes ``status``."""
+    query = [{"field": "traits.status", "op": "eq", "type": "string", "value": status}]
+    if vim_id:
+        query.append({"field": "traits.vim_id", "op": "eq", "type": "string", "value": vim_id})
+    return {
+        "name": name or f"vim_{status}_{vim_id or 'any'}",
+        "type": "event",
+        "severity": "critical",
+        "event_rule": {"event_type": VIM_STATUS_UPDATE, "query": query},
         "alarm_actions": [consumer_url],
         "repeat_actions": False,
     }

@@ -13,7 +13,13 @@ from doctor import logs
 
 # The command families handed to the cliff app in doctor.shell (its FAMILIES; kept here so
 # that `doctor run` need not import cliff).
-SHELL_FAMILIES = ("service",)
+SHELL_FAMILIES = {
+    "service": "the service list: `doctor service list [-f json|yaml|csv|table|value] "
+               "[-c COLUMN]` (every running Doctor process); `doctor service list --help`",
+    "vim": "VIMs and their monitoring: `doctor vim register --config-file F NAME`, "
+           "`vim list [--name N]`, `vim show|update|delete ID|NAME` (-f, -c as service list); "
+           "talks to doctor-vim (--vim-url, --token)",
+}
 
 
 def _config_doc(_args: argparse.Namespace) -> int:
@@ -23,10 +29,11 @@ def _config_doc(_args: argparse.Namespace) -> int:
     from inspector.config import InspectorConfig
     from monitor.config import MonitorConfig
     from notifier.config import NotifierConfig
+    from vim.config import VimConfig
 
     roles = [(MonitorConfig, "monitor"), (InspectorConfig, "inspector"),
              (ControllerConfig, "controller"), (NotifierConfig, "notifier"),
-             (ConsumerConfig, "consumer")]
+             (ConsumerConfig, "consumer"), (VimConfig, "vim")]
     print("\n\n".join(doc_table(cls, section) for cls, section in roles))
     return 0
 
@@ -89,6 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     takeover_bench.add_arguments(takeover)
     takeover.set_defaults(func=takeover_bench.run)
 
+    vim_bench = benches.add_parser(
+        "vim", help="VIM monitoring at scale: register rate, CPU per second of monitoring, "
+                    "resume after kill -9, with 10,000 VIMs on namespaced addresses (needs root)")
+    from doctor.bench import vim as vim_bench_module
+
+    vim_bench_module.add_arguments(vim_bench)
+    vim_bench.set_defaults(func=vim_bench_module.run)
+
     scenario = commands.add_parser(
         "run", help="the fault-management case on namespaced test hosts: inject a host "
                     "failure, report the notification time and profile (needs root)")
@@ -105,11 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     hosts.set_defaults(func=_hosts)
 
     # Listed here for `doctor --help`; main() hands these to the cliff app before parsing.
-    for family in SHELL_FAMILIES:
-        commands.add_parser(
-            family, add_help=False,
-            help="the service list: `doctor service list [-f json|yaml|csv|table|value] "
-                 "[-c COLUMN]` (every running Doctor process); `doctor service list --help`")
+    for family, text in SHELL_FAMILIES.items():
+        commands.add_parser(family, add_help=False, help=text)
 
     doc = commands.add_parser("config-doc", help="print the options of every role as "
                                                  "Markdown tables")

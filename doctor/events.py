@@ -145,6 +145,34 @@ def instance_update(instance_id: str, state: str, host: str, project_id: str,
     }
 
 
+VIM_STATUS_UPDATE = "vim.status.update"
+
+
+def vim_status_update(vim_id: str, name: str, status: str, previous_status: str,
+                      project: str, project_id: str, at: float | None = None) -> dict[str, Any]:
+    """A VIM's status changed (``vim.status.update``), in the same format as host events.
+
+    Statuses are lower case in the traits (``traits.status eq unreachable``), as instance
+    states are; ``project`` is the VIM's own project (project_name), ``project_id`` and
+    ``tenant_id`` the project whose alarms may see the event.
+    """
+    return {
+        "message_id": str(uuid.uuid4()),
+        "event_type": VIM_STATUS_UPDATE,
+        "generated": clock.isoformat(clock.now() if at is None else at),
+        "raw": {},
+        "traits": [
+            ["vim_id", TRAIT_STRING, vim_id],
+            ["name", TRAIT_STRING, name],
+            ["status", TRAIT_STRING, status.lower()],
+            ["previous_status", TRAIT_STRING, previous_status.lower()],
+            ["project", TRAIT_STRING, project],
+            ["project_id", TRAIT_STRING, project_id],
+            ["tenant_id", TRAIT_STRING, project_id],
+        ],
+    }
+
+
 def traits(event: dict[str, Any]) -> dict[str, Any]:
     """An event's traits by name."""
     return {name: value for name, _type, value in event.get("traits", [])}

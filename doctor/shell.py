@@ -1,4 +1,4 @@
-"""The OpenStack-style commands of ``doctor`` (cliff): ``doctor service list`` and, later, more.
+"""The OpenStack-style commands of ``doctor`` (cliff): ``doctor service list``, ``doctor vim ...``.
 
 ``doctor`` itself is argparse (run, bench, hosts, config-doc); it hands ``doctor service ...``
 to the cliff app here, so these commands get cliff's output options (``-f json|yaml|csv|
@@ -14,12 +14,15 @@ import sys
 from typing import Any
 
 from cliff.app import App
+from cliff.command import Command
 from cliff.commandmanager import CommandManager
 from cliff.lister import Lister
+from cliff.show import ShowOne
 
 from doctor import coordination
 
 DEFAULT_INSPECTOR_URL = "http://127.0.0.1:12345"
+DEFAULT_VIM_URL = "http://127.0.0.1:9890"
 
 
 class CommandFailed(Exception):
@@ -116,13 +119,208 @@ class ServiceList(Lister):
         return body
 
 
+# -- doctor vim ... : the VIM server's /v1/vims ----------------------------------------------
+
+VIM_LIST_COLUMNS = ("id", "name", "auth_url", "project_name", "status")
+VIM_SHOW_COLUMNS = ("id", "name", "auth_url", "address", "username", "project_name",
+                    "project_domain_name", "user_domain_name", "cert_verify", "status",
+                    "monitor_id", "status_at", "created_at", "updated_at")
+_UUID = __import__("re").compile(r"^[0-9a-fA-F-]{36}$")
+
+
+class VimApi:
+    """The VIM server's REST API as the commands use it; failures are CommandFailed."""
+
+    def __init__(self, parsed_args: argparse.Namespace) -> None:
+        from doctor.http import HttpClient
+
+        self.base = parsed_args.vim_url.rstrip("/")
+        self.client = HttpClient(parsed_args.timeout_s, token=parsed_args.token)
+
+    def call(self, method: str, path: str, json: Any = None,
+             params: dict[str, str] | None = None, missing_ok: bool = False) -> Any:
+        from doctor.http import HttpError
+
+        try:
+            answer = self.client.request(method, self.base + path, json=json, params=params)
+        except HttpError as exc:
+            raise CommandFailed(f"cannot reach the VIM server at {self.base}: "
+                                f"{exc.reason}") from None
+        try:
+            body = answer.json()
+        except ValueError:
+            body = None
+        if answer.status == 404 and missing_ok:
+            return None
+        if not answer.ok:
+            error = body.get("error") if isinstance(body, dict) else answer.text[:200]
+            raise CommandFailed(f"{error} (the VIM server answered {answer.status})")
+        return body
+
+    def find(self, ident: str) -> dict[str, Any]:
+        """The VIM with this id, else the one with this name."""
+        if _UUID.match(ident):
+            found = self.call("GET", f"/v1/vims/{ident}", missing_ok=True)
+            if found is not None:
+                return found
+        matches = self.call("GET", "/v1/vims", params={"name": ident})
+        if not matches:
+            raise CommandFailed(f"no VIM with id or name {ident!r}")
+        return matches[0]
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _add_vim_server_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--vim-url", metavar="URL", default=os.environ.get("DOCTOR_VIM_URL", DEFAULT_VIM_URL),
+        help=f"the VIM server's base URL (env DOCTOR_VIM_URL; default {DEFAULT_VIM_URL})")
+    parser.add_argument(
+        "--token", default=os.environ.get("DOCTOR_VIM_TOKEN", ""),
+        help="the VIM server's token, sent as X-Auth-Token (env DOCTOR_VIM_TOKEN)")
+    parser.add_argument("--timeout-s", type=_positive_float, default=10.0,
+                        help="timeout of each request, s (default %(default)s)")
+
+
+def _vim_file(path: str, partial: bool, command: str) -> dict[str, Any]:
+    from vim.spec import VimSpecError, load_config_file
+
+    try:
+        return load_config_file(path, partial=partial)
+    except VimSpecError as exc:
+        raise CommandFailed(f"doctor vim {command}: error: {exc}") from None
+
+
+def _show(record: dict[str, Any]) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+    return VIM_SHOW_COLUMNS, tuple(record.get(c) for c in VIM_SHOW_COLUMNS)
+
+
+class _VimCommand:
+    """What every ``doctor vim`` command shares: the server options, errors with the verb."""
+
+    verb = ""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = super().get_parser(prog_name)  # type: ignore[misc]
+        _add_vim_server_options(parser)
+        return parser
+
+    def take_action(self, parsed_args: argparse.Namespace) -> Any:
+        api = VimApi(parsed_args)
+        try:
+            return self.act(api, parsed_args)
+        except CommandFailed as exc:
+            text = str(exc)
+            if not text.startswith("doctor vim"):
+                text = f"doctor vim {self.verb}: error: {text}"
+            raise CommandFailed(text) from None
+        finally:
+            api.close()
+
+    def act(self, api: VimApi, parsed_args: argparse.Namespace) -> Any:
+        raise NotImplementedError
+
+
+class VimRegister(_VimCommand, ShowOne):
+    """Register a VIM from a Tacker-style config file; it starts PENDING, then is probed."""
+
+    verb = "register"
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = super().get_parser(prog_name)
+        parser.add_argument("--config-file", required=True, metavar="FILE",
+                            help="YAML: auth_url, username, password, project_name, "
+                                 "project_domain_name, user_domain_name, cert_verify")
+        parser.add_argument("name", metavar="NAME", help="the VIM's name (unique)")
+        return parser
+
+    def act(self, api: VimApi, parsed_args: argparse.Namespace) -> Any:
+        values = _vim_file(parsed_args.config_file, partial=False, command=self.verb)
+        return _show(api.call("POST", "/v1/vims", json={"name": parsed_args.name, **values}))
+
+
+class VimList(_VimCommand, Lister):
+    """List the registered VIMs and their status."""
+
+    verb = "list"
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = super().get_parser(prog_name)
+        parser.add_argument("--name", help="only the VIM with this name")
+        return parser
+
+    def act(self, api: VimApi, parsed_args: argparse.Namespace) -> Any:
+        params = {"name": parsed_args.name} if parsed_args.name is not None else None
+        rows = api.call("GET", "/v1/vims", params=params)
+        return VIM_LIST_COLUMNS, [tuple(r.get(c) for c in VIM_LIST_COLUMNS) for r in rows]
+
+
+class VimShow(_VimCommand, ShowOne):
+    """Show one VIM (never its password)."""
+
+    verb = "show"
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = super().get_parser(prog_name)
+        parser.add_argument("vim", metavar="ID|NAME")
+        return parser
+
+    def act(self, api: VimApi, parsed_args: argparse.Namespace) -> Any:
+        return _show(api.find(parsed_args.vim))
+
+
+class VimUpdate(_VimCommand, ShowOne):
+    """Change a VIM; a new auth_url restarts its monitoring (new monitor id, PENDING)."""
+
+    verb = "update"
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = super().get_parser(prog_name)
+        parser.add_argument("--config-file", metavar="FILE",
+                            help="YAML with the keys that change (as for register)")
+        parser.add_argument("--name", dest="new_name", metavar="NEW_NAME", help="rename it")
+        parser.add_argument("vim", metavar="ID|NAME")
+        return parser
+
+    def act(self, api: VimApi, parsed_args: argparse.Namespace) -> Any:
+        values: dict[str, Any] = {}
+        if parsed_args.config_file:
+            values.update(_vim_file(parsed_args.config_file, partial=True, command=self.verb))
+        if parsed_args.new_name is not None:
+            values["name"] = parsed_args.new_name
+        if not values:
+            raise CommandFailed("nothing to change: give --config-file FILE or --name")
+        record = api.find(parsed_args.vim)
+        return _show(api.call("PATCH", f"/v1/vims/{record['id']}", json=values))
+
+
+class VimDelete(_VimCommand, Command):
+    """Delete a VIM; its monitoring stops."""
+
+    verb = "delete"
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = super().get_parser(prog_name)
+        parser.add_argument("vim", metavar="ID|NAME")
+        return parser
+
+    def act(self, api: VimApi, parsed_args: argparse.Namespace) -> int:
+        record = api.find(parsed_args.vim)
+        api.call("DELETE", f"/v1/vims/{record['id']}")
+        self.app.stdout.write(f"Deleted VIM {record['name']} ({record['id']})\n")
+        return 0
+
+
 # Command name -> class; the first word of each name is a family ``doctor`` hands over here.
-COMMANDS: dict[str, type] = {"service list": ServiceList}
+COMMANDS: dict[str, type] = {"service list": ServiceList, "vim register": VimRegister,
+                             "vim list": VimList, "vim show": VimShow,
+                             "vim update": VimUpdate, "vim delete": VimDelete}
 FAMILIES = sorted({name.split()[0] for name in COMMANDS})
 
 
 class DoctorShell(App):
-    """The cliff app behind ``doctor service ...``."""
+    """The cliff app behind ``doctor service ...`` and ``doctor vim ...``."""
 
     def __init__(self) -> None:
         manager = CommandManager("doctor.shell", convert_underscores=True)

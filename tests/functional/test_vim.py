@@ -1,0 +1,286 @@
+"""VIM monitoring against real namespaced hosts as VIM endpoints (root only).
+
+The VIMs' auth_urls point at test hosts in 198.18.<index>.0/24 (behind the blackhole route);
+nothing else is ever probed. Faults are real: the host's link goes down in its namespace.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from doctor.alarms import vim_status_alarm
+from doctor.eventsink import free_port
+from doctor.http import HttpClient
+from tests.waiting import wait_until
+
+TOKEN = "vim-test-token"
+# Outgoing frames reach only ETH_P_ALL packet sockets, so that is bound, and IPv4 filtered here.
+ETH_P_ALL = 0x0003
+# Fast probing for the tests: a dead host is UNREACHABLE ~50 + 2 x 40 + 3 x 10 = 160 ms after.
+FAST = ["--interval-ms", "50", "--timeout-ms", "40", "--suspect-interval-ms", "10",
+        "--misses-before-down", "5", "--replies-before-up", "3"]
+
+
+def spec(address: str) -> dict:
+    return {"auth_url": f"http://{address}:5000/v3", "username": "admin",
+            "password": "test-only-password", "project_name": "demo"}
+
+
+class EchoRequestCounter:
+    """Counts ICMP echo requests to one address on a bridge (an AF_PACKET socket)."""
+
+    def __init__(self, bridge: str) -> None:
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        self.sock.bind((bridge, 0))
+        self.sock.setblocking(False)
+
+    def count(self, address: str, window_s: float) -> int:
+        """Echo requests to ``address`` sent during the next ``window_s``."""
+        wanted = socket.inet_aton(address)
+        seen = 0
+        for _ in range(100_000):  # what the socket holds from before the window
+            try:
+                self.sock.recv(2048)
+            except BlockingIOError:
+                break
+        end = time.monotonic() + window_s
+        while (left := end - time.monotonic()) > 0:
+            readable, _, _ = select.select([self.sock], [], [], min(left, 0.05))
+            if not readable:
+                continue
+            for _ in range(10_000):  # bounded drain
+                try:
+                    frame = self.sock.recv(2048)
+                except BlockingIOError:
+                    break
+                if frame[12:14] != b"\x08\x00":
+                    continue  # not IPv4
+                ip = frame[14:]  # after the Ethernet header
+                ihl = (ip[0] & 0x0F) * 4
+                if ip[9] == 1 and ip[16:20] == wanted and ip[ihl] == 8:
+                    seen += 1
+        return seen
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class VimServer:
+    """``doctor-vim`` as a process, with its state kept across restarts."""
+
+    def __init__(self, workdir, notifier_url: str = "", extra: list[str] | None = None) -> None:
+        self.workdir = str(workdir)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.notifier_url = notifier_url
+        self.extra = extra or []
+        self.process: subprocess.Popen | None = None
+        self.client = HttpClient(5.0, token=TOKEN)
+
+    def start(self) -> VimServer:
+        argv = [sys.executable, "-m", "vim.cli", "--port", str(self.port), "--token", TOKEN,
+                "--log-level", "INFO", *FAST, *self.extra]
+        if self.notifier_url:
+            argv += ["--notifier-url", self.notifier_url, "--notifier-token", TOKEN,
+                     "--event-project-id", "vnfm"]
+        env = {**os.environ, "DOCTOR_STATE_DIR": os.path.join(self.workdir, "state")}
+        with open(os.path.join(self.workdir, "vim.log"), "a") as log:
+            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+        wait_until(lambda: self._answers(), 30, "doctor-vim to serve")
+        return self
+
+    def _answers(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"doctor-vim exited:\n{self.log()}")
+        try:
+            return self.client.get(self.url + "/v1/vims").ok
+        except OSError:
+            return False
+
+    def log(self) -> str:
+        with open(os.path.join(self.workdir, "vim.log"), errors="replace") as handle:
+            return handle.read()
+
+    def kill(self, signum: int = signal.SIGKILL) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signum)
+            self.process.wait(10)
+        self.client.close()
+
+    def register(self, name: str, address: str) -> dict:
+        answer = self.client.post(self.url + "/v1/vims", json={"name": name, **spec(address)})
+        assert answer.status == 201, answer.text
+        return answer.json()
+
+    def vim(self, vim_id: str) -> dict:
+        return self.client.get(f"{self.url}/v1/vims/{vim_id}").json()
+
+    def status(self, vim_id: str) -> str:
+        return self.vim(vim_id)["status"]
+
+    def wait_status(self, vim_id: str, status: str, timeout_s: float) -> float:
+        start = time.monotonic()
+        wait_until(lambda: self.status(vim_id) == status, timeout_s,
+                   f"VIM {vim_id} to be {status}", interval_s=0.01)
+        return time.monotonic() - start
+
+
+@pytest.fixture
+def vim_server(tmp_path):
+    servers: list[VimServer] = []
+
+    def make(**kwargs) -> VimServer:
+        servers.append(VimServer(tmp_path, **kwargs))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.kill(signal.SIGTERM)
+
+
+def test_register_reachable_down_up_delete(network, vim_server):
+    host_a, host_b = network.add_hosts(["vim-a", "vim-b"])
+    server = vim_server().start()
+    counter = EchoRequestCounter(network.bridge)
+    try:
+        a = server.register("vim-a", host_a.address)
+        assert a["status"] == "PENDING"
+        server.register("vim-b", host_b.address)
+        assert server.wait_status(a["id"], "REACHABLE", 2.0) < 2.0
+
+        network.link_down("vim-a")
+        took = server.wait_status(a["id"], "UNREACHABLE", 1.0)
+        assert took < 1.0
+        network.link_up("vim-a")
+        server.wait_status(a["id"], "REACHABLE", 2.0)
+
+        assert counter.count(host_a.address, 0.3) > 0
+        assert server.client.delete(f"{server.url}/v1/vims/{a['id']}").status == 204
+        time.sleep(0.3)  # the manager applies it at once; the probe loop within 100 ms
+        assert counter.count(host_a.address, 1.0) == 0
+        assert counter.count(host_b.address, 0.3) > 0  # the other VIM is still probed
+    finally:
+        counter.close()
+
+
+def test_update_auth_url_refuses_the_old_monitor(network, vim_server):
+    host_a, host_b = network.add_hosts(["vim-a", "vim-b"])
+    server = vim_server().start()
+    counter = EchoRequestCounter(network.bridge)
+    try:
+        vim = server.register("vim-1", host_a.address)
+        server.wait_status(vim["id"], "REACHABLE", 2.0)
+        old_monitor = server.vim(vim["id"])["monitor_id"]
+        answer = server.client.request("PATCH", f"{server.url}/v1/vims/{vim['id']}",
+                                       json={"auth_url": f"https://{host_b.address}/identity"})
+        assert answer.status == 200 and answer.json()["status"] == "PENDING"
+        # The old monitor's late verdict is refused (bad_action), as the seed's conductor does.
+        late = server.client.post(f"{server.url}/v1/vims/{vim['id']}/status",
+                                  json={"monitor_id": old_monitor, "status": "UNREACHABLE"})
+        assert late.status == 409 and "bad_action" in late.json()["error"]
+        server.wait_status(vim["id"], "REACHABLE", 2.0)
+        new_monitor = server.vim(vim["id"])["monitor_id"]
+        assert new_monitor not in (None, old_monitor)
+        assert counter.count(host_a.address, 0.5) == 0
+        assert counter.count(host_b.address, 0.3) > 0
+        network.link_down("vim-b")
+        server.wait_status(vim["id"], "UNREACHABLE", 1.0)
+        assert "stops: its monitor id is now" in server.log()
+    finally:
+        counter.close()
+
+
+def test_monitoring_resumes_after_kill_9(network, vim_server):
+    (host,) = network.add_hosts(["vim-a"])
+    server = vim_server().start()
+    vim = server.register("vim-1", host.address)
+    server.wait_status(vim["id"], "REACHABLE", 2.0)
+    before = server.vim(vim["id"])
+    server.kill(signal.SIGKILL)
+
+    again = vim_server().start()  # same state directory: same database and key file
+    after = wait_until(lambda: (v := again.vim(vim["id"]))["monitor_id"] != before["monitor_id"]
+                       and v["status_at"] != before["status_at"] and v, 3.0,
+                       "a new monitor's first verdict")
+    assert after["status"] == "REACHABLE"
+    network.link_down("vim-a")
+    again.wait_status(vim["id"], "UNREACHABLE", 1.0)
+    network.link_up("vim-a")
+    again.wait_status(vim["id"], "REACHABLE", 2.0)
+
+
+def test_bad_config_file_from_the_cli(tmp_path, network, vim_server):
+    (host,) = network.add_hosts(["vim-a"])
+    server = vim_server().start()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"auth_url: {host.address}:5000\nusername: u\npassword: p\n"
+                   "project_name: d\n")
+    env = {**os.environ, "DOCTOR_VIM_URL": server.url, "DOCTOR_VIM_TOKEN": TOKEN}
+    run = subprocess.run([sys.executable, "-m", "doctor.cli", "vim", "register",
+                          "--config-file", str(bad), "vim-1"], capture_output=True, text=True,
+                         env=env, timeout=60)
+    assert run.returncode != 0
+    assert "auth_url" in run.stderr and "Traceback" not in run.stderr
+    good = tmp_path / "good.yaml"
+    good.write_text(f"auth_url: http://{host.address}:5000/v3\nusername: u\npassword: p\n"
+                    "project_name: d\ncert_verify: 'False'\n")
+    run = subprocess.run([sys.executable, "-m", "doctor.cli", "vim", "register",
+                          "--config-file", str(good), "vim-1", "-f", "value", "-c", "status"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "PENDING"
+    listed = server.client.get(server.url + "/v1/vims").json()
+    assert [v["name"] for v in listed] == ["vim-1"]  # the bad file stored nothing
+
+
+def test_status_event_fires_an_alarm_and_reaches_a_consumer(tmp_path, network, vim_server):
+    (host,) = network.add_hosts(["vim-a"])
+    ports = {"notifier": free_port(), "consumer": free_port()}
+    env = {**os.environ, "DOCTOR_STATE_DIR": str(tmp_path / "state")}
+    processes = []
+    try:
+        for name, argv in (("notifier", ["--token", TOKEN]), ("consumer", [])):
+            with open(tmp_path / f"{name}.log", "a") as log:
+                processes.append(subprocess.Popen(
+                    [sys.executable, "-m", f"{name}.cli", "--port", str(ports[name]), *argv],
+                    stdout=log, stderr=subprocess.STDOUT, env=env))
+        notifier = f"http://127.0.0.1:{ports['notifier']}"
+        consumer = f"http://127.0.0.1:{ports['consumer']}"
+        client = HttpClient(5.0, headers={"X-Auth-Token": TOKEN, "X-Project-Id": "vnfm",
+                                          "X-User-Id": "vnfm", "X-Roles": "admin"})
+
+        def up(url: str) -> bool:
+            try:
+                return client.get(url).ok
+            except OSError:
+                return False
+
+        wait_until(lambda: up(notifier + "/v2/alarms") and up(consumer + "/failures"), 30,
+                   "notifier and consumer")
+        alarm = client.post(notifier + "/v2/alarms",
+                            json=vim_status_alarm(consumer + "/failure")).json()
+        server = vim_server(notifier_url=notifier).start()
+        vim = server.register("vim-1", host.address)
+        server.wait_status(vim["id"], "REACHABLE", 2.0)
+        assert client.get(consumer + "/failures").json() == []  # reachable: not this alarm
+        network.link_down("vim-a")
+        server.wait_status(vim["id"], "UNREACHABLE", 1.0)
+        got = wait_until(lambda: client.get(consumer + "/failures").json(), 2.0,
+                         "the consumer to be told")
+        assert got[0]["vim_id"] == vim["id"] and got[0]["alarm_id"] == alarm["alarm_id"]
+        state = client.get(f"{notifier}/v2/alarms/{alarm['alarm_id']}").json()["state"]
+        assert state == "alarm"
+        client.close()
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(10)

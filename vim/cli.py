@@ -1,0 +1,70 @@
+"""``doctor-vim``: the VIM server (``/v1/vims`` on port 9890, and the VIMs' monitoring)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from doctor import config as cfg
+from doctor import coordination
+from vim.config import VimConfig
+
+# The name in the service list.
+SERVICE_NAME = "VimWorker worker(0)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="doctor-vim",
+        description="Register VIMs (POST /v1/vims) and monitor them: PENDING, then REACHABLE "
+                    "or UNREACHABLE as their auth_url's host answers; status changes go to "
+                    "the notifier as vim.status.update events.",
+        epilog="example: doctor-vim --token $TOKEN --notifier-url http://127.0.0.1:8042 "
+               "(needs CAP_NET_RAW for the ICMP probes)")
+    cfg.add_common_flags(parser, VimConfig)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    config = cfg.from_args(parser, args, VimConfig, "vim")
+    from doctor.store import make_engine
+    from doctor.wsgi import Server
+    from monitor.icmp import RawSocketPermissionError
+    from notifier.http import HttpPublisher
+    from vim.api import create_app
+    from vim.crypto import KeyFileError, PasswordBox
+    from vim.manager import MonitorManager
+    from vim.store import VimStore
+
+    try:
+        store = VimStore(make_engine(config.database), PasswordBox.from_key_file(config.key_file))
+    except KeyFileError as exc:
+        parser.exit(1, f"doctor-vim: error: [vim] key_file: {exc}\n")
+    publisher = (HttpPublisher(config.notifier_url, config.notifier_token)
+                 if config.notifier_url else None)
+    manager = MonitorManager(store, config, publisher)
+    try:
+        manager.start()
+    except RawSocketPermissionError as exc:
+        parser.exit(1, f"doctor-vim: error: {exc}\n")
+    try:
+        server = Server(create_app(store, config.token, manager), config.host, config.port,
+                        name="vim")
+    except OSError as exc:
+        manager.stop()
+        parser.exit(1, f"doctor-vim: error: cannot listen on {config.host}:{config.port}: "
+                       f"{exc.strerror}\n")
+    registration = coordination.register(SERVICE_NAME, config)
+
+    def stop() -> None:
+        registration.stop()
+        manager.stop()
+
+    server.serve_forever(on_stop=stop)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
