@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     registration = coordination.register(f"Monitor {config.name}", config)
     sharing = None
     if config.share_group:
-        from monitor.sharing import TargetSharing
+        from doctor.sharing import TargetSharing
 
         sharing = TargetSharing(config.coordination_url, config.share_group, config.name,
                                 config.targets, monitor.scheduler.update_targets,

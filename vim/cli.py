@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(1, f"doctor-vim: error: [vim] key_file: {exc}\n")
     publisher = (HttpPublisher(config.notifier_url, config.notifier_token)
                  if config.notifier_url else None)
-    manager = MonitorManager(store, config, publisher)
+    # Sharing: nothing is this server's until it has read the group (or found it unreachable).
+    manager = MonitorManager(store, config, publisher,
+                             owns=(lambda _vim_id: False) if config.share_group else None)
     try:
         manager.start()
     except RawSocketPermissionError as exc:
@@ -57,8 +59,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(1, f"doctor-vim: error: cannot listen on {config.host}:{config.port}: "
                        f"{exc.strerror}\n")
     registration = coordination.register(SERVICE_NAME, config)
+    sharing = None
+    if config.share_group:
+        from doctor.sharing import RingMembership
+
+        sharing = RingMembership(config.coordination_url, config.share_group,
+                                 f"vim-{coordination.local_hostname()}", manager.set_owns,
+                                 config.membership_timeout_s, thread_name="vim-sharing")
+        sharing.start()
 
     def stop() -> None:
+        if sharing is not None:
+            sharing.stop()
         registration.stop()
         manager.stop()
 

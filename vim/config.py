@@ -74,6 +74,14 @@ class VimConfig:
                                                     "between, only changed rows are read)")
     coordination_url: str = coordination.url_option()
     heartbeat_timeout_s: float = coordination.heartbeat_option()
+    share_group: str = option(
+        "", help="share the VIMs with the other doctor-vim servers of this tooz group (a "
+                 "consistent hash ring on coordination_url, one database): each VIM is "
+                 "monitored by one of them, and a dead server's VIMs are taken over. Empty: "
+                 "this server monitors every VIM")
+    membership_timeout_s: float = option(
+        1.0, min=0.5, max=60, help="share_group: a server that has not heartbeated for this "
+                                   "long leaves the ring and its VIMs move to the others, s")
 
     def __post_init__(self) -> None:
         if not self.token:
