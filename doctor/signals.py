@@ -1,9 +1,12 @@
-"""How every daemon waits for its end: SIGTERM or Ctrl-C, or an optional time limit."""
+"""How every daemon waits for its end (SIGTERM or Ctrl-C, or a time limit), and how tools end
+the daemons they started."""
 
 from __future__ import annotations
 
 import signal
+import subprocess
 import threading
+from collections.abc import Iterable
 
 
 def wait_for_stop(duration_s: float | None = None) -> None:
@@ -16,3 +19,17 @@ def wait_for_stop(duration_s: float | None = None) -> None:
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
     stopping.wait(duration_s)
+
+
+def terminate_all(processes: Iterable[subprocess.Popen], timeout_s: float = 10.0) -> None:
+    """SIGTERM every process still running, wait for each (bounded), SIGKILL the stragglers."""
+    processes = list(processes)
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)

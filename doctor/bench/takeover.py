@@ -28,6 +28,7 @@ from typing import Any
 from doctor.bench.membership import cpu_seconds, redis_totals
 from doctor.bench.report import summary_ms, table
 from doctor.eventsink import EventSink
+from doctor.signals import terminate_all
 from doctor.testhosts import TestHostNetwork
 
 ETH_P_IP = 0x0800
@@ -142,15 +143,7 @@ class MonitorGroup:
         self.processes[name].wait(10)
 
     def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes.values():
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+        terminate_all(self.processes.values())
 
 
 def write_targets(path: str, targets: dict[str, str], interval_ms: int) -> None:

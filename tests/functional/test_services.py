@@ -19,6 +19,7 @@ from doctor import coordination
 from doctor.eventsink import free_port
 from doctor.http import HttpClient
 from doctor.pipeline import Pipeline
+from doctor.signals import terminate_all
 from doctor.testredis import RedisServer
 from tests.functional.conftest import require_redis, require_root
 from tests.waiting import wait_until
@@ -84,15 +85,7 @@ class Daemons:
             return handle.read()
 
     def stop_all(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes.values():
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+        terminate_all(self.processes.values())
 
 
 def _answers(client: HttpClient, url: str) -> bool:
