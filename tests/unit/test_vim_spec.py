@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from vim.spec import VimSpecError, load_config_file, resolve_ipv4, validate
@@ -69,8 +71,13 @@ def test_credentials_in_the_url_are_refused():
         validate({**GOOD, "auth_url": "http://admin:pw@k/"})
 
 
-def test_resolution_is_ipv4():
+def test_resolution_is_ipv4(monkeypatch):
     assert resolve_ipv4("http://127.0.0.1:5000/v3") == "127.0.0.1"
     assert resolve_ipv4("http://localhost/") == "127.0.0.1"
+
+    def no_such_name(*_args, **_kwargs):  # no DNS query leaves the machine in a test
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_name)
     with pytest.raises(VimSpecError, match="auth_url"):
-        resolve_ipv4("http://no-such-host.invalid/")
+        resolve_ipv4("http://keystone.site-a/")
