@@ -465,7 +465,10 @@ class MonitorManager:
         try:
             issued = self.store.claim(claims)
         except SQLAlchemyError as exc:
-            LOG.error("cannot claim %d VIMs (%s); retrying", len(claims), type(exc).__name__)
+            # Their rows will not come back as changes: reread every row in the next round.
+            LOG.error("cannot claim %d VIMs (%s); retrying in the next round", len(claims),
+                      type(exc).__name__)
+            self._full_due = 0.0
             return
         self._claimed.update(issued)
         self.stats.claims += len(issued)
@@ -546,6 +549,7 @@ class MonitorManager:
             for vim_id in list(target.vim_ids) if target is not None else []:
                 monitor = self.monitors[vim_id]
                 claims.append((vim_id, monitor.monitor_id))
+                self._claimed.pop(vim_id, None)  # never run again, even if the claim fails
                 self._stop_monitor(vim_id, "not progressing")
         self.stats.replaced += len(claims)
         self._push_targets()
