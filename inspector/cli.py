@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from doctor import config as cfg
@@ -76,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     if config.controller == "nova" and config.nova_transport_url:
         from inspector.nova_listener import NovaListener
 
-        NovaListener(config.nova_transport_url, service.on_notifications).start()
+        pool = config.nova_listener_pool or \
+            f"doctor-inspector-{coordination.local_hostname()}-{config.port or os.getpid()}"
+        NovaListener(config.nova_transport_url, service.on_notifications, pool=pool).start()
     try:
         server = Server(create_app(service, config.token, config.coordination_url,
                                    config.heartbeat_timeout_s),

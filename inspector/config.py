@@ -41,6 +41,12 @@ class InspectorConfig:
         "", help="controller=nova: oslo.messaging URL of Nova's notification bus; the "
                  "inspector listens to compute.instance.* there to keep its host map fresh "
                  "(empty: only the periodic resync)")
+    nova_listener_pool: str = option(
+        "", default_doc="doctor-inspector-HOSTNAME-PORT",
+        help="controller=nova: the listener's pool, i.e. its own queue of Nova's "
+             "notifications. Every inspector needs a pool of its own: inspectors sharing one "
+             "would each get a share of the notifications and miss the rest. Stable across "
+             "restarts, so what was notified while an inspector was down is still delivered")
     notifier: str = option("http", help=f"notifier driver: {', '.join(NOTIFIERS)} (http: the "
                                         "embedded notifier's POST /v1/events; aodh: "
                                         "oslo.messaging straight to Aodh's listener)")

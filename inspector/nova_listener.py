@@ -1,8 +1,9 @@
 """Nova's own notifications keep the Inspector's host map fresh (controller = nova).
 
 Listens with oslo.messaging to ``compute.instance.*`` on the ``notifications``
-topic, in a pool of its own so that Ceilometer's consumers still get every
-message, and hands each change to the host map in Ceilometer's event format.
+topic, in a pool of its own (one queue per inspector) so that Ceilometer's consumers
+and every other inspector still get every message, and hands each change to the host
+map in Ceilometer's event format.
 """
 
 from __future__ import annotations
@@ -42,11 +43,11 @@ class NovaListener:
     """A background oslo.messaging notification listener."""
 
     def __init__(self, transport_url: str, apply: Callable[[list[dict[str, Any]]], None],
-                 topic: str = "notifications", exchange: str = "nova",
-                 pool: str = "doctor-inspector") -> None:
+                 pool: str, topic: str = "notifications", exchange: str = "nova") -> None:
         import oslo_messaging
         from oslo_config import cfg
 
+        self.pool = pool
         conf = cfg.ConfigOpts()
         conf([], project="doctor")
         transport = oslo_messaging.get_notification_transport(conf, url=transport_url)
@@ -58,7 +59,7 @@ class NovaListener:
 
     def start(self) -> None:
         self.listener.start()
-        LOG.info("listening to nova's notifications")
+        LOG.info("listening to nova's notifications (pool %s)", self.pool)
 
     def stop(self) -> None:
         self.listener.stop()

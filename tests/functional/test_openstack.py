@@ -141,7 +141,8 @@ def test_a_server_booted_after_the_inspector_started_is_mapped_from_notification
     service = InspectorService(config, build_controller(config), build_publisher(config),
                                EventLog(make_engine(config.database)))
     service.start()  # resync 0: the map is loaded once, then only notifications change it
-    listener = NovaListener(ENV["DOCTOR_TRANSPORT_URL"], service.on_notifications)
+    listener = NovaListener(ENV["DOCTOR_TRANSPORT_URL"], service.on_notifications,
+                            pool=f"doctor-inspector-test-{uuid.uuid4().hex[:8]}")
     listener.start()
     server = None
     try:

@@ -333,7 +333,10 @@ start_rabbitmq() { # start the broker unless one runs; then the bed's vhost, per
   log "broker runs"
   # Each rabbitmqctl call boots an Erlang VM (~1 s): one look first, the set-up only if needed.
   local policy="{\"max-length\":100000,\"message-ttl\":$NOTIFICATION_TTL_MS}"
-  if timeout 30 rabbitmqctl -q list_policies -p "$VHOST" 2>/dev/null | grep -qF "$policy"; then
+  # The inspectors' own queues (one per inspector: its listener pool) are also dropped after
+  # 10 min without a consumer, so the bed does not collect those of every test run.
+  local pools="{\"expires\":600000,\"max-length\":100000,\"message-ttl\":$NOTIFICATION_TTL_MS}"
+  if timeout 30 rabbitmqctl -q list_policies -p "$VHOST" 2>/dev/null | grep -qF "$pools"; then
     return 0
   fi
   timeout 30 rabbitmqctl -q list_vhosts 2>/dev/null | grep -qx "$VHOST" ||
@@ -342,6 +345,9 @@ start_rabbitmq() { # start the broker unless one runs; then the bed's vhost, per
   # Nothing reads versioned notifications unless a test does: bound every notification queue.
   timeout 30 rabbitmqctl -q set_policy -p "$VHOST" --apply-to queues doctor-testbed-notifications \
     '^(versioned_)?notifications\.' "$policy" >>"$LOGS/rabbitmq.log" 2>&1 ||
+    service_failed rabbitmq "could not set up vhost $VHOST"
+  timeout 30 rabbitmqctl -q set_policy -p "$VHOST" --apply-to queues doctor-testbed-inspectors \
+    '^doctor-inspector' "$pools" >>"$LOGS/rabbitmq.log" 2>&1 ||
     service_failed rabbitmq "could not set up vhost $VHOST"
   log "vhost $VHOST set up"
 }
