@@ -44,11 +44,17 @@ def _hosts(args: argparse.Namespace) -> int:
     return testhosts.main(args.rest)
 
 
-def _shell_argv(argv: list[str]) -> list[str] | None:
-    """The cliff app's arguments when ``argv`` names one of its families, else None."""
+def _command_index(argv: list[str]) -> int:
+    """Where the command is in ``argv`` (after doctor's own options)."""
     i = 0
     while i < len(argv) and argv[i].startswith("-"):
         i += 2 if argv[i] == "--log-level" else 1
+    return i
+
+
+def _shell_argv(argv: list[str]) -> list[str] | None:
+    """The cliff app's arguments when ``argv`` names one of its families, else None."""
+    i = _command_index(argv)
     if i >= len(argv) or argv[i] not in SHELL_FAMILIES:
         return None
     rest = argv[i + 1:]
@@ -136,6 +142,12 @@ def main(argv: list[str] | None = None) -> int:
         from doctor import shell
 
         return shell.main(shell_argv)
+    i = _command_index(argv)
+    if i < len(argv) and argv[i] == "hosts":  # its own parser, its own --help
+        args = build_parser().parse_args([*argv[:i], "hosts"])
+        logs.setup(args.log_level)
+        args.rest = argv[i + 1:]
+        return args.func(args)
     args = build_parser().parse_args(argv)
     logs.setup(args.log_level)
     return args.func(args)

@@ -79,3 +79,10 @@ def test_the_shipped_sample_config_loads():
     sample = __import__("pathlib").Path(__file__).parents[2] / "etc" / "doctor.conf.sample"
     config = load(["--config-file", str(sample), "--target", "c1=198.18.0.10"])
     assert config.interval_ms == 50 and config.targets == [Target("c1", "198.18.0.10")]
+
+
+def test_doctor_hosts_help_is_its_own():
+    result = subprocess.run([sys.executable, "-m", "doctor.cli", "hosts", "--help"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: doctor hosts")
