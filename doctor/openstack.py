@@ -68,10 +68,3 @@ def open_cloud(cloud: str = "", noauth_url: str = "", project_id: str = "",
         except Exception as exc:  # authenticating: Keystone unreachable, credentials refused
             raise OpenStackConfigError(f"cannot authenticate to {where}: {exc}") from None
     return Cloud(sess, project, endpoints)
-
-
-def make_session(cloud: str = "", noauth_url: str = "", project_id: str = "",
-                 user_id: str = "", roles: str = "admin,member,reader",
-                 timeout_s: float = 10.0) -> Any:
-    """A keystoneauth1 session whose every request has ``timeout_s``."""
-    return open_cloud(cloud, noauth_url, project_id, user_id, roles, timeout_s).session

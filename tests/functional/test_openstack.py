@@ -19,7 +19,7 @@ import pytest
 from doctor.alarms import aodh_cache_ttl_s, aodh_client, vm_error_alarm, wait_alarms_seen
 from doctor.config import build
 from doctor.events import HOST_DOWN, HostEvent
-from doctor.openstack import make_session
+from doctor.openstack import open_cloud
 from doctor.pipeline import Pipeline
 from doctor.store import make_engine
 from inspector.cli import build_controller, build_publisher
@@ -44,9 +44,9 @@ ENV = os.environ
 def nova():
     from novaclient import client
 
-    session = make_session(noauth_url=ENV["DOCTOR_NOVA_URL"], project_id=ENV["DOCTOR_PROJECT_ID"],
-                           user_id=ENV["DOCTOR_USER_ID"])
-    return client.Client("2.96", session=session)
+    cloud = open_cloud(noauth_url=ENV["DOCTOR_NOVA_URL"], project_id=ENV["DOCTOR_PROJECT_ID"],
+                       user_id=ENV["DOCTOR_USER_ID"])
+    return client.Client("2.96", session=cloud.session)
 
 
 @pytest.fixture
