@@ -19,7 +19,7 @@ import time
 import uuid
 from typing import Any
 
-from doctor import profiler
+from doctor import clock, profiler
 from doctor.alarms import aodh_cache_ttl_s, create_vm_alarms, vnfm_aodh_client, wait_alarms_seen
 from doctor.bench.report import table
 from doctor.clouds import LocalCloud, OpenStackCloud, ScenarioError, wait_for
@@ -44,11 +44,18 @@ def inspector_host(pipeline: Pipeline, name: str) -> dict[str, Any]:
     return response.json() if response.ok else {}
 
 
-def profile_rows(path: str) -> tuple[list[list[Any]], dict[str, Any]]:
-    """Per checkpoint: first and last time after T00 (ms), and how often it was seen."""
+def profile_rows(path: str, until: float = float("inf")
+                 ) -> tuple[list[list[Any]], dict[str, Any]]:
+    """Per checkpoint: first and last time after T00 (ms), and how often it was seen.
+
+    Only what was recorded by ``until`` (epoch s), the end of the measurement: deleting the
+    servers afterwards makes Nova send updates that Aodh, whose listeners cache the alarms
+    for a while, may still fire on.
+    """
     seen: dict[str, list[float]] = {}
     for line in profiler.read(path):
-        seen.setdefault(line["checkpoint"], []).append(line["time"])
+        if line["time"] <= until:
+            seen.setdefault(line["checkpoint"], []).append(line["time"])
     base = min(seen["T00"])
     rows, data = [], {}
     for checkpoint, step in profiler.CHECKPOINTS.items():
@@ -124,13 +131,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         with TestHostNetwork(prefix="drun", index=args.index) as net:
             try:
-                _run_steps(args, net, pipeline, result)
+                measured_until = _run_steps(args, net, pipeline, result)
             finally:
                 pipeline.stop()
     except (ScenarioError, RuntimeError) as exc:  # RuntimeError: a part did not start
         print(f"FAIL: {exc} (logs in {workdir})")
         return 1
-    rows, result["profile"] = profile_rows(pipeline.profile_file)
+    rows, result["profile"] = profile_rows(pipeline.profile_file, measured_until)
     passed = (result["notification_time_s"] < PASS_UNDER_S and result["host_status_down"]
               and result["notified"] == args.vm_count)
     result["passed"] = passed
@@ -147,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_steps(args: argparse.Namespace, net: TestHostNetwork, pipeline: Pipeline,
-               result: dict[str, Any]) -> None:
+               result: dict[str, Any]) -> float:
+    """The eight steps; returns when the measurement ended (epoch s), before the clean-up."""
     step = _Steps(8)
     failed = args.failed_host
     hosts = [failed, args.healthy_host]
@@ -178,7 +186,7 @@ def _run_steps(args: argparse.Namespace, net: TestHostNetwork, pipeline: Pipelin
             wait_for("the inspector to map the VMs to their host",
                      lambda: inspector_host(pipeline, failed).get("servers") == len(vms), 30)
             wait_alarms_seen(created_at, aodh_cache_ttl_s(pipeline.openstack is not None))
-            _fail_and_measure(net, pipeline, cloud, vms, monitor, step, result, failed)
+            return _fail_and_measure(net, pipeline, cloud, vms, monitor, step, result, failed)
         finally:
             for alarm in alarms:
                 aodh.alarm.delete(alarm)
@@ -187,7 +195,7 @@ def _run_steps(args: argparse.Namespace, net: TestHostNetwork, pipeline: Pipelin
 
 
 def _fail_and_measure(net: TestHostNetwork, pipeline: Pipeline, cloud: Any, vms: list[str],
-                      monitor: Any, step: Any, result: dict[str, Any], failed: str) -> None:
+                      monitor: Any, step: Any, result: dict[str, Any], failed: str) -> float:
     time.sleep(0.5)  # the monitor has seen every host answer
     if not monitor.alive():
         raise ScenarioError("doctor-monitor exited; see monitor.log")
@@ -226,6 +234,7 @@ def _fail_and_measure(net: TestHostNetwork, pipeline: Pipeline, cloud: Any, vms:
     net.link_up(failed)
     wait_for(f"{failed} up again at the inspector",
              lambda: inspector_host(pipeline, failed).get("state") == "up", 10)
+    return clock.now()
 
 
 class _Steps:
