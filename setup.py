@@ -32,6 +32,8 @@ setup(
         "bench": ["matplotlib>=3.7"],
         # clouds.yaml and OS_* credentials for the Nova controller
         "openstack": ["openstacksdk>=1.0"],
+        # doctor-vim servers sharing one PostgreSQL database (--database postgresql+psycopg://)
+        "postgresql": ["psycopg[binary]>=3.1"],
     },
     entry_points={
         "console_scripts": [

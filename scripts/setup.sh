@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what the project needs on a fresh machine, idempotently:
-# system tools for the namespaced test hosts, redis-server for the service list's tests, and a
-# virtualenv in .venv with the project.
+# system tools for the namespaced test hosts, redis-server for the service list's tests,
+# PostgreSQL for the VIM servers sharing a database, and a virtualenv in .venv with the project.
 # Usage: scripts/setup.sh            (sourced by run.sh and test.sh; safe to run twice)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -17,6 +17,14 @@ if ! command -v redis-server >/dev/null; then
     need+=(redis-server)
   else
     echo "setup: redis-server missing (apt-get install redis-server); its tests will skip" >&2
+  fi
+fi
+# doctor-vim servers sharing one database: the tests start their own PostgreSQL cluster.
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+  if [ "$(id -u)" -eq 0 ]; then
+    need+=(postgresql)
+  else
+    echo "setup: PostgreSQL missing (apt-get install postgresql); its tests will skip" >&2
   fi
 fi
 if ((${#need[@]})); then
@@ -38,6 +46,6 @@ stamp=.venv/.installed-$(cat setup.py | sha1sum | cut -c1-12)
 if [ ! -e "$stamp" ]; then
   echo "setup: installing the project, its test and benchmark tools into .venv" >&2
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e '.[test,bench,openstack]'
+  .venv/bin/python -m pip install -q -e '.[test,bench,openstack,postgresql]'
   rm -f .venv/.installed-* && touch "$stamp"
 fi

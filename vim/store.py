@@ -34,6 +34,7 @@ from sqlalchemy import (
     delete,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Connection, Engine
@@ -50,6 +51,7 @@ STATUSES = (PENDING, REACHABLE, UNREACHABLE)
 VERDICTS = (REACHABLE, UNREACHABLE)
 BAD_ACTION = "bad_action"
 _CHUNK = 500  # ids per IN (...) clause
+_SCHEMA_LOCK = 0x0D0C_7031  # PostgreSQL advisory lock key: making the schema
 
 metadata = MetaData()
 vims = Table(
@@ -163,14 +165,18 @@ class VimStore:
     def __init__(self, engine: Engine, passwords: PasswordBox) -> None:
         self.engine = engine
         self.passwords = passwords
-        metadata.create_all(engine)
         with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Servers starting at once on one database: one makes the tables (DDL is
+                # transactional there), the others wait and find them.
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+            metadata.create_all(conn)
             if conn.execute(select(revision_table.c.revision)).first() is None:
                 try:
                     with conn.begin_nested():
                         conn.execute(insert(revision_table).values(id=1, revision=0))
                 except IntegrityError:
-                    pass  # another server made it at the same time
+                    pass  # another server made it at the same time (SQLite)
 
     # -- the change log -----------------------------------------------------------------
 

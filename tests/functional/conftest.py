@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import itertools
 import os
+import tempfile
 
 import pytest
 
 from doctor.eventsink import EventSink
 from doctor.testhosts import TestHostNetwork, cleanup_prefix
+from doctor.testpostgres import PostgresServer, postgres_bin_dir
 from doctor.testredis import RedisServer, redis_server_binary
 
 # Each test gets its own /24 (index) so a leftover of one cannot disturb another.
@@ -52,6 +54,28 @@ def redis_server(tmp_path):
     server = RedisServer(str(tmp_path / "redis")).start()
     yield server
     server.stop()
+
+
+def require_postgres() -> None:
+    """Tests of several servers on one database need PostgreSQL (scripts/setup.sh, as root)."""
+    if postgres_bin_dir() is not None:
+        return
+    reason = "needs PostgreSQL (apt-get install postgresql; scripts/setup.sh does it)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}; in CI a skip is a failure")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def postgres_server():
+    """A PostgreSQL cluster of the test's own on a free loopback port, removed at the end.
+
+    Under /tmp rather than tmp_path: as root the server runs as the postgres user, who cannot
+    enter pytest's private directories."""
+    require_postgres()
+    server = PostgresServer(tempfile.mkdtemp(prefix="doctor-pg-")).start()
+    yield server
+    server.remove()
 
 
 @pytest.fixture(scope="session", autouse=True)

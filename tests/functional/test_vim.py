@@ -286,17 +286,28 @@ def test_status_event_fires_an_alarm_and_reaches_a_consumer(tmp_path, network, v
             process.wait(10)
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_two_servers_share_the_vims_and_one_killed_has_its_vims_taken_over(
-        network, vim_server, redis_server):
-    """Two doctor-vim servers on one database and one Redis: each VIM probed by exactly one of
-    them (read off the wire, by ICMP identifier); kill -9 one, the other takes its VIMs."""
+        network, vim_server, redis_server, database, request):
+    """Two doctor-vim servers on one database (one SQLite file on one machine, or PostgreSQL)
+    and one Redis: each VIM probed by exactly one of them (read off the wire, by ICMP
+    identifier); kill -9 one, the other takes its VIMs."""
     from doctor.bench.takeover import ProbeCapture, wait_steady
 
     hosts = network.add_hosts([f"vim-{i}" for i in range(6)])
     shared = ["--share-group", "vims", "--coordination-url", redis_server.url]
+    if database == "postgresql":
+        shared += ["--database", request.getfixturevalue("postgres_server").url]
     first = vim_server(extra=shared).start()
     second = vim_server(extra=shared).start()
     vims = [first.register(f"vim-{i}", h.address) for i, h in enumerate(hosts)]
+    if database == "postgresql":  # the servers keep them there, not in a file of their own
+        from doctor.store import make_engine
+
+        engine = make_engine(shared[-1])
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM vims").scalar_one() == len(vims)
+        engine.dispose()
     capture = ProbeCapture(network.bridge).start()
     try:
         for vim in vims:
