@@ -220,6 +220,33 @@ def ensure_blackhole() -> None:
     run_command(["ip", "route", "replace", "blackhole", TEST_RANGE])
 
 
+def napi_threads() -> list[int]:
+    """PIDs of the kernel's threaded-NAPI threads (``napi/DEV-N``)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm", encoding="utf-8") as handle:
+                    if handle.read().startswith("napi/"):
+                        pids.append(int(entry))
+            except OSError:
+                continue  # gone meanwhile
+    return pids
+
+
+def thread_cpu_s(pids: Iterable[int]) -> float:
+    """utime + stime of these processes or threads, s (0 for one that is gone)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def netns_names() -> list[str]:
     """Names of the named network namespaces (``ip netns list``)."""
     output = run_command(["ip", "-j", "netns", "list"]).stdout.strip()
@@ -355,6 +382,7 @@ class TestHostNetwork:
         # The scale block of add_address_block, as a CIDR, and the host that answers for it.
         self.address_block: str | None = None
         self.address_block_host: str | None = None
+        self.block_threads: list[int] = []  # add_address_block(own_thread=True)'s kernel thread
         # Set by the CLI: responders must outlive the process that started them.
         self.detach_responders = False
         self._next_number = 0
@@ -719,13 +747,22 @@ class TestHostNetwork:
             blocks.append(block)
         return blocks
 
-    def add_address_block(self, count: int, name: str = "scale") -> list[str]:
+    def add_address_block(self, count: int, name: str = "scale",
+                          own_thread: bool = False) -> list[str]:
         """Many targets on one namespace: an AnyIP /18 answering pings for 16,382 addresses.
 
         The host ``name`` gets a normal host address and a ``local`` route for the block on lo,
         so every address answers without being added one by one; the root reaches the block
         via that host's address, so it needs one ARP entry, not one per address. The block is
         claimed by adding that root route (atomic: "File exists" means another network has it).
+
+        ``own_thread``: the host answers on a kernel thread of its own, as a remote machine
+        answers on its own CPU (for the benchmarks' CPU figures). Otherwise a packet crossing
+        a veth is processed at once in the sender's softirq, so the host's whole echo work is
+        charged to the process that pings it. Threaded NAPI on the host's end (GRO on makes a
+        veth use NAPI; TSO off on the root's end makes every packet eligible) moves it to the
+        kernel thread ``napi/IFNAME-N``, whose PIDs end up in ``block_threads`` (needs
+        ``ethtool``).
         """
         if isinstance(count, bool) or not isinstance(count, int) \
                 or not 1 <= count <= BLOCK_CAPACITY:
@@ -757,8 +794,24 @@ class TestHostNetwork:
         run_command(["ip", "-n", host.netns, "route", "add", "local", claimed, "dev", "lo"])
         self.address_block = claimed
         self.address_block_host = name
+        if own_thread:
+            self.block_threads = self._answer_on_own_thread(host)
         first = ipaddress.ip_network(claimed).network_address + 1
         return [str(first + offset) for offset in range(count)]
+
+    @staticmethod
+    def _answer_on_own_thread(host: TestHost) -> list[int]:
+        before = set(napi_threads())
+        run_command(["ethtool", "-K", host.root_ifname, "tso", "off", "gso", "off"])
+        run_command(["ip", "netns", "exec", host.netns, "ethtool", "-K", host.ifname,
+                     "gro", "on"])
+        run_command(["ip", "netns", "exec", host.netns, "sh", "-c",
+                     f"echo 1 > /sys/class/net/{host.ifname}/threaded"])
+        threads = [pid for pid in napi_threads() if pid not in before]
+        if not threads:
+            raise TestHostError(f"no NAPI thread appeared for {host.netns}/{host.ifname}: "
+                                "this kernel's veth has no threaded NAPI")
+        return threads
 
     # -- state for the command line ---------------------------------------------------------
 

@@ -44,10 +44,14 @@ from monitor.icmp import (
 
 LOG = logging.getLogger(__name__)
 
-# The loop sleeps at least this long between wake-ups (less for short intervals), and
-# sends what falls due within it early: a few hundred wake-ups a second at most, whatever
-# the number of hosts. Deadlines are judged up to this late.
-MAX_TICK_S = 0.002
+# The loop sleeps at least a tick between wake-ups, and sends what falls due within it
+# early: at most a few hundred wake-ups a second, whatever the number of hosts. Deadlines
+# are judged up to a tick late. A tick is a fifth of the shortest period the loop keeps
+# (interval, timeout, suspect interval), at most half the lag it tolerates and at most
+# MAX_TICK_S: 2 ms with the monitor's defaults, 15 ms with the VIM server's 1 s interval,
+# where each wake-up saved is CPU saved (10,000 VIMs: 13 % of a core at 2 ms, 9 % at 20 ms).
+MAX_TICK_S = 0.02
+TICKS_PER_PERIOD = 5
 HELD_LOG_EVERY_S = 10.0
 
 TransitionCallback = Callable[["ProbeTarget", HostState, HostState, float], None]
@@ -110,7 +114,9 @@ class ProbeScheduler:
         self._suspect_interval = config.suspect_interval_ms / 1000.0
         self._timeout = config.timeout_ms / 1000.0
         self._max_lag = config.max_loop_lag_ms / 1000.0
-        self._tick = min(MAX_TICK_S, self._suspect_interval / 4, self._interval / 4)
+        self._tick = min(MAX_TICK_S, self._max_lag / 2,
+                         min(self._interval, self._timeout, self._suspect_interval)
+                         / TICKS_PER_PERIOD)
         self._probes: dict[int, ProbeTarget] = {}  # by serial
         self._by_addr: dict[bytes, ProbeTarget] = {}
         self._by_name: dict[str, ProbeTarget] = {}

@@ -9,6 +9,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 need=()
 command -v ip >/dev/null || need+=(iproute2)
 command -v nft >/dev/null || need+=(nftables)
+# The benchmarks' test hosts answer on kernel threads of their own (threaded NAPI on a veth).
+command -v ethtool >/dev/null || need+=(ethtool)
 command -v setpriv >/dev/null || need+=(util-linux)
 # The service list's Redis backend: the tests start their own redis-server on a free port.
 # Without root it is left out (its tests then skip, except with CI=true).

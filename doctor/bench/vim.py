@@ -6,7 +6,10 @@ has its own address to probe. The bench measures, on a real ``doctor-vim`` proce
 - the register rate through the API (``--clients`` requests in parallel);
 - the time until every VIM is REACHABLE;
 - the server's CPU while it only monitors (utime + stime from /proc over ``--window-s``), as
-  a share of one core, and the probes per second it sent;
+  a share of one core, and the probes per second it sent. The test host answers on a kernel
+  thread of its own (``add_address_block(own_thread=True)``), as remote VIM hosts answer on
+  their own CPUs; that thread's CPU is reported beside the server's. ``--echo-in-sender``
+  measures the default veth instead, where the host's echo work is charged to the server;
 - the time to resume after ``kill -9``: a new process on the same database, until every VIM's
   status was confirmed by a new monitor (``status_at`` later than the kill).
 """
@@ -28,7 +31,7 @@ from doctor import clock
 from doctor.bench.report import emit, table
 from doctor.eventsink import free_port
 from doctor.http import HttpClient, HttpError
-from doctor.testhosts import TestHostNetwork, require_root
+from doctor.testhosts import TestHostNetwork, require_root, thread_cpu_s
 
 PROG = "doctor bench vim"
 PREFIX = "dbv"
@@ -48,15 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="registrations in parallel (default 8)")
     parser.add_argument("--timeout-s", type=float, default=300.0,
                         help="bound on each wait (all REACHABLE, resume), s (default 300)")
+    parser.add_argument("--echo-in-sender", action="store_true",
+                        help="the test host's echo replies run in the server's own time "
+                             "(a plain veth), as on the bed without threaded NAPI")
     parser.add_argument("--index", type=int, default=252,
                         help="test network index (198.18.<index>.0/24; default 252)")
     parser.add_argument("--json", default="", metavar="PATH", help="also write the JSON here")
-
-
-def _cpu_ticks(pid: int) -> int:
-    with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
-        fields = handle.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime, stime
 
 
 class Server:
@@ -139,7 +139,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                                           "python": platform.python_version()},
                               "workdir": workdir}
     with TestHostNetwork(prefix=PREFIX, index=args.index) as net:
-        addresses = net.add_address_block(args.vims)
+        addresses = net.add_address_block(args.vims, own_thread=not args.echo_in_sender)
         server = Server(workdir, args.interval_ms)
         try:
             server.start()
@@ -154,18 +154,22 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 _wait(all_reachable, args.timeout_s, "every VIM REACHABLE"), 2)
             time.sleep(2 * args.interval_ms / 1000.0)  # past the first rounds
             assert server.process is not None
-            pid = server.process.pid
-            ticks_per_s = os.sysconf("SC_CLK_TCK")
+            pids = [server.process.pid]
             sent_before = server.monitoring()["probes_sent"]
-            cpu_before, t_before = _cpu_ticks(pid), time.monotonic()
+            cpu_before, t_before = thread_cpu_s(pids), time.monotonic()
+            echo_before = thread_cpu_s(net.block_threads)
             time.sleep(args.window_s)
-            cpu_after, t_after = _cpu_ticks(pid), time.monotonic()
+            cpu_after, t_after = thread_cpu_s(pids), time.monotonic()
+            echo_after = thread_cpu_s(net.block_threads)
             sent_after = server.monitoring()["probes_sent"]
             elapsed = t_after - t_before
             result["monitoring"] = {
                 "window_s": round(elapsed, 1),
-                "cpu_percent_of_one_core": round(
-                    100.0 * (cpu_after - cpu_before) / ticks_per_s / elapsed, 2),
+                "cpu_percent_of_one_core": round(100.0 * (cpu_after - cpu_before) / elapsed, 2),
+                "echo_work": "test host's own thread" if net.block_threads
+                             else "in the server's time",
+                "test_host_thread_cpu_percent": round(
+                    100.0 * (echo_after - echo_before) / elapsed, 2),
                 "probes_per_s": round((sent_after - sent_before) / elapsed, 1),
             }
             killed_at = clock.now()
@@ -201,6 +205,9 @@ def run(args: argparse.Namespace) -> int:
         ["all REACHABLE after the last register", f"{result['all_reachable_after_register_s']} s"],
         ["CPU while monitoring", f"{result['monitoring']['cpu_percent_of_one_core']} % of one "
                                  "core"],
+        ["the test host's echo work", f"{result['monitoring']['echo_work']}: "
+                                      f"{result['monitoring']['test_host_thread_cpu_percent']} "
+                                      "% of one core"],
         ["probes sent", f"{result['monitoring']['probes_per_s']} /s"],
         ["resume after kill -9: API answers", f"{result['resume']['api_answers_after_s']} s"],
         ["resume after kill -9: every status refreshed",

@@ -348,6 +348,30 @@ def test_address_block_answers_across_the_block(network):
     assert answered(addresses[0]) == 3
 
 
+def test_address_block_can_answer_on_a_kernel_thread_of_its_own(network):
+    """The benchmarks' CPU figures: the host's echo work runs on its own NAPI thread, not in
+    the sender's time, and that thread is the one that works when the block is pinged."""
+    from doctor.testhosts import thread_cpu_s
+
+    addresses = network.add_address_block(1000, own_thread=True)
+    assert network.block_threads
+    for pid in network.block_threads:
+        with open(f"/proc/{pid}/comm") as handle:
+            assert handle.read().startswith("napi/")
+    host = network.hosts["scale"]
+    threaded = subprocess.run(["ip", "netns", "exec", host.netns, "cat",
+                               f"/sys/class/net/{host.ifname}/threaded"],
+                              capture_output=True, text=True, timeout=10)
+    assert threaded.stdout.strip() in ("1", "enabled")
+    before = thread_cpu_s(network.block_threads)
+    for _ in range(20):  # bounded: at most 20 x 1000 echoes, until a clock tick caught it
+        rtts = ping(addresses, interval_s=0.0005)
+        assert [a for a in addresses if not rtts[a]] == []
+        if thread_cpu_s(network.block_threads) > before:
+            break
+    assert thread_cpu_s(network.block_threads) > before
+
+
 @pytest.mark.parametrize("body_raises", [False, True])
 def test_cleanup_leaves_nothing_also_when_the_body_raised(root, body_raises):
     net = claim_network()  # `with` sets up again: a no-op for a set-up network
