@@ -73,7 +73,7 @@ class ProbeTarget:
         self.detector = detector
         self.serial = serial  # unique per scheduler; also in the probe's payload
         self.seq = 0
-        self.inflight: dict[int, float] = {}  # seq -> monotonic send time
+        self.inflight: dict[int, _Sent] = {}  # seq -> the batch it was sent in
         self.token = 0  # bumps to invalidate this target's older fast-probe entries
         self.reference = reference
         self.active = True
@@ -97,6 +97,31 @@ class ProbeStats:
     held_verdicts: int = 0
     wakeups: int = 0
     errors_by_errno: dict[int, int] = field(default_factory=dict)
+
+
+class _Sent:
+    """The probes sent at one moment, which time out together.
+
+    A reply only decrements ``unanswered``; a batch whose probes were all answered expires
+    without touching them. The probes stay in memory for a timeout, and at 10,000 targets a
+    per-probe check at expiry was the probe loop's largest Python cost (cache misses on
+    targets last seen a timeout earlier).
+    """
+
+    __slots__ = ("deadline", "probes", "seqs", "unanswered", "extended")
+
+    def __init__(self, deadline: float, extended: bool = False) -> None:
+        self.deadline = deadline
+        self.probes: list[ProbeTarget] = []
+        self.seqs: list[int] = []
+        self.unanswered = 0
+        self.extended = extended  # already given one more timeout after a stall
+
+    def add(self, probe: ProbeTarget, seq: int) -> None:
+        self.probes.append(probe)
+        self.seqs.append(seq)
+        self.unanswered += 1
+        probe.inflight[seq] = self
 
 
 class ProbeScheduler:
@@ -125,7 +150,8 @@ class ProbeScheduler:
         self._cursor = 0
         self._round_start = clock.monotonic()
         self._fast: list[tuple[float, int, int]] = []  # suspects: (due, serial, token)
-        self._deadlines: deque[tuple[float, ProbeTarget, int, bool]] = deque()
+        self._deadlines: deque[_Sent] = deque()  # by deadline
+        self._sending: _Sent | None = None  # the batch of the current moment
         # Non-reference targets per state, kept as they change: the mass-miss test is O(1).
         self._counts = {state: 0 for state in HostState}
         self._doubting = False
@@ -231,7 +257,7 @@ class ProbeScheduler:
         if self._fast:
             wake = min(wake, self._fast[0][0])
         if self._deadlines:
-            wake = min(wake, self._deadlines[0][0])
+            wake = min(wake, self._deadlines[0].deadline)
         return max(wake, now + self._tick)
 
     def _drain(self, view: memoryview, now: float) -> None:
@@ -254,9 +280,11 @@ class ProbeScheduler:
                     or view[offset:offset + PAYLOAD_LEN] != probe.packet.payload):
                 stats.ignored_replies += 1
                 continue
-            if probe.inflight.pop(seq, None) is None:
+            sent = probe.inflight.pop(seq, None)
+            if sent is None:
                 stats.ignored_replies += 1  # late (already a miss), duplicated, or forged
                 continue
+            sent.unanswered -= 1
             stats.replies += 1
             old = probe.detector.state
             new = probe.detector.on_reply()
@@ -265,26 +293,29 @@ class ProbeScheduler:
 
     def _expire(self, now: float, stalled: bool) -> None:
         deadlines = self._deadlines
-        excused = []
-        while deadlines and deadlines[0][0] <= now:
-            _deadline, probe, seq, extended = deadlines.popleft()
-            if probe.inflight.get(seq) is None:
-                continue  # answered, or the target was removed
-            if stalled and not extended:
-                # We were not running when it expired: give it one more timeout.
-                excused.append((now + self._timeout, probe, seq, True))
-                continue
-            del probe.inflight[seq]
-            self.stats.misses += 1
-            old = probe.detector.state
-            new = probe.detector.on_miss(probe.reference or self._may_go_down(probe))
-            if new is not None:
-                self._transition(probe, old, new, now)
-        if excused:
-            self.stats.timeouts_excused += len(excused)
-            deadlines.extend(excused)
+        excused = _Sent(now + self._timeout, extended=True)
+        while deadlines and deadlines[0].deadline <= now:
+            sent = deadlines.popleft()
+            if not sent.unanswered:
+                continue  # every probe of it answered
+            for probe, seq in zip(sent.probes, sent.seqs, strict=True):
+                if probe.inflight.get(seq) is not sent:
+                    continue  # answered, or the target was removed
+                if stalled and not sent.extended:
+                    # We were not running when it expired: give it one more timeout.
+                    excused.add(probe, seq)
+                    continue
+                del probe.inflight[seq]
+                self.stats.misses += 1
+                old = probe.detector.state
+                new = probe.detector.on_miss(probe.reference or self._may_go_down(probe))
+                if new is not None:
+                    self._transition(probe, old, new, now)
+        if excused.unanswered:
+            self.stats.timeouts_excused += excused.unanswered
+            deadlines.append(excused)
             LOG.warning("probe loop was late; %d timeouts get another %d ms before they count",
-                        len(excused), self.config.timeout_ms)
+                        excused.unanswered, self.config.timeout_ms)
 
     def _send(self, probe: ProbeTarget, now: float) -> bool:
         """One echo request; False when the socket buffer is full (try again later)."""
@@ -299,8 +330,11 @@ class ProbeScheduler:
             errors = self.stats.errors_by_errno
             errors[exc.errno] = errors.get(exc.errno, 0) + 1
         probe.seq = seq
-        probe.inflight[seq] = now
-        self._deadlines.append((now + self._timeout, probe, seq, False))
+        sending = self._sending
+        if sending is None or sending.deadline != now + self._timeout:
+            sending = self._sending = _Sent(now + self._timeout)
+            self._deadlines.append(sending)
+        sending.add(probe, seq)
         return True
 
     def _send_ring(self, now: float) -> None:
