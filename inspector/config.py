@@ -70,6 +70,10 @@ class InspectorConfig:
                            "failed with the VM and the error, s")
     resync_interval_s: float = option(60.0, min=0, help="full reload of the host->VM map from "
                                                         "the controller, s (0: never)")
+    event_retention_s: float = option(
+        7 * 86400.0, min=60.0,
+        help="finished events done longer ago than this leave the event log, s (checked "
+             "hourly; never an unfinished event, nor a host's latest one)")
     profile_file: str = option("", help="append latency checkpoints (JSON lines) to this file")
     coordination_url: str = coordination.url_option()
     heartbeat_timeout_s: float = coordination.heartbeat_option()

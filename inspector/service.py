@@ -35,6 +35,7 @@ from inspector.store import DONE, EventLog
 from notifier.base import EventPublisher, PublishError
 
 LOG = logging.getLogger(__name__)
+PRUNE_EVERY_S = 3600.0  # how often finished events past event_retention_s are removed
 
 
 @dataclass
@@ -75,6 +76,7 @@ class InspectorService:
                 self._hosts[stored.event.hostname] = HostRecord(
                     stored.event.status, stored.event, stored.done_at)
         self._spawn(self._keep_map_fresh, "inspector-resync")
+        self._spawn(self._prune_log, "inspector-prune")
         resumed = self.log.pending()
         if resumed:
             LOG.warning("resuming %d events accepted before a restart: %s", len(resumed),
@@ -180,6 +182,20 @@ class InspectorService:
             delay = 0.1
             if not self.config.resync_interval_s or self._stop.wait(
                     self.config.resync_interval_s):
+                return
+
+    def _prune_log(self) -> None:
+        """Keep the event log bounded: at start, then every PRUNE_EVERY_S."""
+        while True:
+            try:
+                gone = self.log.prune(self.config.event_retention_s)
+                if gone:
+                    LOG.info("event log: removed %d events finished more than %.0f s ago",
+                             gone, self.config.event_retention_s)
+            except Exception:  # noqa: BLE001  (a busy or unreachable database: next time)
+                LOG.exception("event log: pruning failed; trying again in %.0f s",
+                              PRUNE_EVERY_S)
+            if self._stop.wait(PRUNE_EVERY_S):
                 return
 
     def _work(self) -> None:

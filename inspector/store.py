@@ -13,7 +13,20 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Column, Float, MetaData, String, Table, Text, insert, select, update
+from sqlalchemy import (
+    Column,
+    Float,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -99,11 +112,31 @@ class EventLog:
         return rows[0] if rows else None
 
     def latest_by_host(self) -> dict[str, StoredEvent]:
-        """Each host's most recent event (by the monitor's time)."""
-        latest: dict[str, StoredEvent] = {}
-        for stored in self._rows(select(events_table).order_by(events_table.c.time)):
-            latest[stored.event.hostname] = stored
-        return latest
+        """Each host's most recent event (by the monitor's time), read as one row per host."""
+        newest = (select(events_table.c.hostname, func.max(events_table.c.time).label("time"))
+                  .group_by(events_table.c.hostname).subquery())
+        query = (select(events_table)
+                 .join(newest, and_(events_table.c.hostname == newest.c.hostname,
+                                    events_table.c.time == newest.c.time))
+                 .order_by(events_table.c.time, events_table.c.received_at))
+        return {stored.event.hostname: stored for stored in self._rows(query)}
+
+    def prune(self, older_than_s: float) -> int:
+        """Remove finished events done more than ``older_than_s`` ago; returns how many.
+
+        Never an unfinished event (a restart must resume it), nor a host's latest event (a
+        restart rebuilds the hosts' states from them). A pruned event's id is forgotten: a
+        monitor re-sending it that much later would have it acted on again, which is why
+        the retention is days, far beyond any monitor's retries.
+        """
+        newer = events_table.alias("newer")
+        newest_time = (select(func.max(newer.c.time))
+                       .where(newer.c.hostname == events_table.c.hostname).scalar_subquery())
+        with self.engine.begin() as db:
+            return db.execute(delete(events_table).where(
+                events_table.c.status == DONE,
+                events_table.c.done_at < clock.now() - older_than_s,
+                events_table.c.time < newest_time)).rowcount
 
     def _rows(self, query: Any) -> list[StoredEvent]:
         with self.engine.connect() as db:

@@ -24,7 +24,7 @@ class NotifierConfig:
     database: str = option(default_factory=lambda: default_url("notifier"),
                            default_doc="$DOCTOR_STATE_DIR/notifier.db",
                            help="SQLAlchemy URL of the alarm store (sqlite:///PATH or "
-                                "postgresql://...)")
+                                "postgresql+psycopg://...)")
     token: str = option("", help="token required as X-Auth-Token on POST /v1/events (never "
                                  "logged); empty: the intake needs none. /v2/alarms takes the "
                                  "caller from X-User-Id, X-Project-Id, X-Roles (Aodh's noauth)")

@@ -253,3 +253,32 @@ def test_a_listing_older_than_a_notification_does_not_undo_it():
     hostmap.load(servers_on("c1", 1) + [Server("vm-gone", "g", "p1", "c1", "active")])
     # ... and the listing, taken before both, arrives last.
     assert {s.id for s in hostmap.servers_on("c1")} == {"c1-vm0", "vm-late"}
+
+
+def test_the_event_log_keeps_the_unfinished_and_each_hosts_latest_when_pruned(tmp_path,
+                                                                              monkeypatch):
+    from inspector import store
+
+    log = EventLog(make_engine(f"sqlite:///{tmp_path}/inspector.db"))
+    now = [1_000_000.0]
+    monkeypatch.setattr(store.clock, "now", lambda: now[0])
+    old_c1, old_c2 = down("c1", at=100.0), down("c2", at=100.0)
+    up_c1 = HostEvent.new(HOST_UP, "c1", "mon", 200.0)
+    unfinished = down("c3", at=150.0)
+    log.accept([old_c1, old_c2, up_c1, unfinished])
+    for event in (old_c1, old_c2, up_c1):
+        log.mark_done(event.monitor_event_id, {})
+    now[0] += 8 * 86400  # all of them done 8 days ago
+    newest_c2 = down("c2", at=300.0)
+    log.accept([newest_c2])
+    log.mark_done(newest_c2.monitor_event_id, {})
+
+    assert log.prune(7 * 86400) == 2  # c1's down (c1's up is its latest), c2's old down
+    assert log.get(old_c1.monitor_event_id) is None
+    assert log.get(old_c2.monitor_event_id) is None
+    latest = log.latest_by_host()
+    assert {h: s.event.monitor_event_id for h, s in latest.items()} == {
+        "c1": up_c1.monitor_event_id, "c2": newest_c2.monitor_event_id,
+        "c3": unfinished.monitor_event_id}
+    assert [s.event.monitor_event_id for s in log.pending()] == [unfinished.monitor_event_id]
+    assert log.prune(7 * 86400) == 0
