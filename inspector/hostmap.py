@@ -31,17 +31,23 @@ class HostMap:
         with self._lock:
             self._during_load = []
 
-    def load(self, servers: list[Server]) -> None:
-        """Replace the whole map (a resync), keeping changes notified since ``begin_load``."""
+    def load(self, servers: list[Server]) -> int:
+        """Replace the whole map (a resync), keeping changes notified since ``begin_load``.
+
+        Returns how many servers the listing has that the map did not have on that host:
+        changes whose notifications had not arrived (yet), or were lost.
+        """
         by_host: dict[str, dict[str, Server]] = {}
         for server in servers:
             by_host.setdefault(server.host, {})[server.id] = server
         with self._lock:
+            unknown = sum(1 for s in servers if self._host_of.get(s.id) != s.host)
             self._by_host = by_host
             self._host_of = {s.id: s.host for s in servers}
             replay, self._during_load = self._during_load or [], None
             for event in replay:
                 self._apply(event)
+        return unknown
 
     def servers_on(self, host: str) -> list[Server]:
         with self._lock:

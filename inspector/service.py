@@ -165,7 +165,7 @@ class InspectorService:
         while not self._stop.is_set():
             try:
                 self.hostmap.begin_load()
-                self.hostmap.load(self.controller.list_servers())
+                unknown = self.hostmap.load(self.controller.list_servers())
             except Exception as exc:  # the controller may be down: say so, keep trying
                 if self._controller_error is None:
                     self._controller_error = (str(exc), clock.now())
@@ -179,6 +179,9 @@ class InspectorService:
             if not self._map_ready.is_set():
                 LOG.info("host->VM map loaded: %d hosts", len(self.hostmap.hosts()))
                 self._map_ready.set()
+            elif unknown:
+                LOG.warning("host->VM map resync: %d servers were not in the map (or on "
+                            "another host): their notifications had not arrived", unknown)
             delay = 0.1
             if not self.config.resync_interval_s or self._stop.wait(
                     self.config.resync_interval_s):
@@ -282,11 +285,11 @@ class InspectorService:
             lambda f: self._finish(event, {"host_marked_up": bool(f.result())}))
 
     def _finish(self, event: HostEvent, outcome: dict[str, Any]) -> None:
-        self.log.mark_done(event.monitor_event_id, outcome)
-        with self._hosts_lock:
+        with self._hosts_lock:  # before the log says done, so a reader of both sees it so
             record = self._hosts.get(event.hostname)
             if record is not None and record.event is event:
                 record.handled_at = clock.now()
+        self.log.mark_done(event.monitor_event_id, outcome)
         LOG.info("%s handled: %s", event.monitor_event_id, outcome)
 
     def _call(self, what: str, function: Callable[..., Any], *args: Any) -> bool:

@@ -60,7 +60,10 @@ def test_doctor_run_passes_against_real_nova_and_aodh(vm_count, path, cloud):
                                       result.stdout.rindex("}") + 1])
     assert report["passed"] and report["host_status_down"] and report["notified"] == vm_count
     assert report["installer"] == "openstack"
-    assert report["profile"]["T09"]["count"] == vm_count
+    # Every alarm reached the consumer; real Aodh may fire one twice: its two listener
+    # processes each cache the alarms, and on the shortcut path both the Inspector's event
+    # and Nova's own (through Ceilometer) match. The embedded notifier fires once (above).
+    assert report["profile"]["T09"]["count"] >= vm_count
     if cloud:  # in the cloud's own project, not one made up for the run
         assert f"in the project {os.environ['DOCTOR_PROJECT_ID']}" in result.stdout
 

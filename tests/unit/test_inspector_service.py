@@ -255,6 +255,20 @@ def test_a_listing_older_than_a_notification_does_not_undo_it():
     assert {s.id for s in hostmap.servers_on("c1")} == {"c1-vm0", "vm-late"}
 
 
+def test_a_resync_counts_the_servers_notifications_had_not_brought():
+    from inspector.hostmap import HostMap
+
+    hostmap = HostMap()
+    hostmap.begin_load()
+    assert hostmap.load(servers_on("c1", 2)) == 2  # the first load: all new
+    hostmap.begin_load()
+    assert hostmap.load(servers_on("c1", 2)) == 0
+    moved = [dataclasses.replace(servers_on("c1", 2)[1], host="c2")]
+    hostmap.begin_load()
+    assert hostmap.load(servers_on("c1", 1) + moved + servers_on("c3", 1)) == 2
+    assert hostmap.count("c2") == 1 and hostmap.count("c1") == 1
+
+
 def test_the_event_log_keeps_the_unfinished_and_each_hosts_latest_when_pruned(tmp_path,
                                                                               monkeypatch):
     from inspector import store
