@@ -143,9 +143,6 @@ class Pipeline:
                      "--controller", "nova", *nova_flags(env),
                      "--nova-transport-url", env["DOCTOR_TRANSPORT_URL"],
                      "--notifier", "aodh", "--aodh-transport-url", env["DOCTOR_TRANSPORT_URL"],
-                     # Nova's notifications keep the map fresh; should one be missed, the
-                     # run's wait for its VMs is not left to the default minute's resync.
-                     "--resync-interval-s", "10",
                      "--shortcut", str(self.shortcut).lower()])
         self._start("consumer", f"http://127.0.0.1:{ports['consumer']}", "consumer.cli",
                     [*common, "--port", str(ports["consumer"])])

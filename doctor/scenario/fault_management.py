@@ -183,8 +183,10 @@ def _run_steps(args: argparse.Namespace, net: TestHostNetwork, pipeline: Pipelin
         alarms = create_vm_alarms(aodh, vms, pipeline.url("consumer") + "/failure")
         created_at = time.monotonic()
         try:
+            # From the controller's notifications, at once; should one be missed, the
+            # inspector's periodic resync (every 60 s by default) brings the VM in.
             wait_for("the inspector to map the VMs to their host",
-                     lambda: inspector_host(pipeline, failed).get("servers") == len(vms), 30)
+                     lambda: inspector_host(pipeline, failed).get("servers") == len(vms), 75)
             wait_alarms_seen(created_at, aodh_cache_ttl_s(pipeline.openstack is not None))
             return _fail_and_measure(net, pipeline, cloud, vms, monitor, step, result, failed)
         finally:
