@@ -21,12 +21,14 @@ def wait_for_stop(duration_s: float | None = None) -> None:
     stopping.wait(duration_s)
 
 
-def terminate_all(processes: Iterable[subprocess.Popen], timeout_s: float = 10.0) -> None:
-    """SIGTERM every process still running, wait for each (bounded), SIGKILL the stragglers."""
+def terminate_all(processes: Iterable[subprocess.Popen], timeout_s: float = 10.0,
+                  signum: int = signal.SIGTERM) -> None:
+    """Signal (SIGTERM) every process still running, wait for each (bounded), SIGKILL the
+    stragglers."""
     processes = list(processes)
     for process in processes:
         if process.poll() is None:
-            process.terminate()
+            process.send_signal(signum)
     for process in processes:
         try:
             process.wait(timeout_s)

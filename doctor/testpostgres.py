@@ -19,6 +19,7 @@ import subprocess
 import time
 
 from doctor.eventsink import free_port
+from doctor.signals import terminate_all
 
 READY_TIMEOUT_S = 20.0
 DATABASE = "doctor"
@@ -123,14 +124,8 @@ class PostgresServer:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGINT)  # PostgreSQL's fast shutdown
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        if process is not None:
+            terminate_all([process], 15.0, signal.SIGINT)  # SIGINT: PostgreSQL's fast shutdown
 
     def remove(self) -> None:
         self.stop()

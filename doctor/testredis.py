@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
 
 from doctor.eventsink import free_port
+from doctor.signals import terminate_all
 
 READY_TIMEOUT_S = 10.0
 
@@ -75,14 +75,8 @@ class RedisServer:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        if process is not None:
+            terminate_all([process])
 
     def client(self):  # noqa: ANN201  (a redis.Redis; imported lazily)
         import redis

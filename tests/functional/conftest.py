@@ -17,6 +17,15 @@ from doctor.testredis import RedisServer, redis_server_binary
 _indexes = itertools.count(10)
 
 
+def _require(found: bool, reason: str) -> None:
+    """Skip without ``found``; in CI, where setup.sh installs everything, fail instead."""
+    if found:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}; in CI a skip is a failure")
+    pytest.skip(reason)
+
+
 def require_root() -> None:
     if os.geteuid() == 0:
         return
@@ -28,23 +37,15 @@ def require_root() -> None:
 
 def require_testbed() -> None:
     """The OpenStack test bed's tests run when it is up (scripts/test.sh starts it as root)."""
-    if os.environ.get("OS_TESTBED") == "1":
-        return
-    reason = ("needs the OpenStack test bed: sudo tools/testbed/openstack.sh install && up, "
-              "then eval \"$(tools/testbed/openstack.sh env)\" (scripts/test.sh does this)")
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}; in CI a skip is a failure")
-    pytest.skip(reason)
+    _require(os.environ.get("OS_TESTBED") == "1",
+             "needs the OpenStack test bed: sudo tools/testbed/openstack.sh install && up, "
+             "then eval \"$(tools/testbed/openstack.sh env)\" (scripts/test.sh does this)")
 
 
 def require_redis() -> None:
     """Redis tests need Debian's redis-server (scripts/setup.sh installs it)."""
-    if redis_server_binary() is not None:
-        return
-    reason = "needs redis-server (apt-get install redis-server; scripts/setup.sh does it)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}; in CI a skip is a failure")
-    pytest.skip(reason)
+    _require(redis_server_binary() is not None,
+             "needs redis-server (apt-get install redis-server; scripts/setup.sh does it)")
 
 
 @pytest.fixture
@@ -58,12 +59,8 @@ def redis_server(tmp_path):
 
 def require_postgres() -> None:
     """Tests of several servers on one database need PostgreSQL (scripts/setup.sh, as root)."""
-    if postgres_bin_dir() is not None:
-        return
-    reason = "needs PostgreSQL (apt-get install postgresql; scripts/setup.sh does it)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}; in CI a skip is a failure")
-    pytest.skip(reason)
+    _require(postgres_bin_dir() is not None,
+             "needs PostgreSQL (apt-get install postgresql; scripts/setup.sh does it)")
 
 
 @pytest.fixture
