@@ -9,9 +9,12 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["doctor", "doctor.*", "monitor", "monitor.*", "inspector",
-                                    "inspector.*", "controller", "controller.*", "notifier",
-                                    "notifier.*", "consumer", "consumer.*", "vim", "vim.*"]),
+    packages=find_packages(include=[
+        # the shared core, the five roles and VIM monitoring (the run-time parts)
+        "doctor", "monitor", "inspector", "controller", "notifier", "consumer", "vim",
+        # the `doctor` command, the end-to-end scenario, the benchmarks, the test tools
+        "client", "scenario", "bench", "testkit",
+    ]),
     install_requires=[
         "flask>=3.0",
         "waitress>=3.0",
@@ -37,7 +40,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "doctor=doctor.cli:main",
+            "doctor=client.main:main",
             "doctor-monitor=monitor.cli:main",
             "doctor-inspector=inspector.cli:main",
             "doctor-controller=controller.cli:main",

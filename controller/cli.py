@@ -14,7 +14,7 @@ from controller.client import ControllerClient
 from controller.config import ControllerConfig
 from doctor import config as cfg
 from doctor import coordination, logs
-from doctor.bench.report import table
+from doctor.tables import table
 
 LOG = logging.getLogger(__name__)
 PROG = "doctor-controller"

@@ -11,10 +11,10 @@ When the backend cannot be reached for longer than the membership timeout, a mem
 know who else is alive: it takes *every* item (work done twice beats work done by nobody)
 and returns to its share when the backend answers.
 
-``TargetSharing`` is the monitors' use: a target keeps its detector only while the same
-monitor owns it, and a monitor taking a target over starts it as UNKNOWN, so it neither
-reports an "up" it did not see (UNKNOWN -> UP is not an event) nor a "down" without its own
-``misses_before_down`` misses.
+``ShareOf`` keeps one member's share of a list of items, each keyed by a string (the monitors
+share their targets by host name: a target keeps its detector only while the same monitor owns
+it, and a monitor taking a target over starts it as UNKNOWN, so it neither reports an "up" it
+did not see nor a "down" without its own ``misses_before_down`` misses).
 """
 
 from __future__ import annotations
@@ -24,13 +24,14 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from doctor import coordination
 from doctor.threads import name_os_thread
-from monitor.config import Target
 
 LOG = logging.getLogger(__name__)
+
+Item = TypeVar("Item")
 
 
 def member_id(name: str) -> bytes:
@@ -159,19 +160,23 @@ class RingMembership:
         self.on_change(self.ownership)
 
 
-class TargetSharing:
-    """A monitor's share of the targets, fed to ``on_share`` whenever it changes."""
+class ShareOf(Generic[Item]):
+    """This member's share of ``items`` (each named by ``key(item)``), fed to ``on_share``
+    whenever it changes."""
 
-    def __init__(self, url: str, group: str, name: str, targets: Iterable[Target],
-                 on_share: Callable[[list[Target]], None], membership_timeout_s: float = 1.0,
-                 tick_s: float = 0.2, partitions: int = 64) -> None:
+    def __init__(self, url: str, group: str, name: str, items: Iterable[Item],
+                 key: Callable[[Item], str], on_share: Callable[[list[Item]], None],
+                 membership_timeout_s: float = 1.0, tick_s: float = 0.2, partitions: int = 64,
+                 what: str = "items", thread_name: str = "ring-share") -> None:
         self.on_share = on_share
-        self._targets = list(targets)
+        self.key = key
+        self.what = what
+        self._items = list(items)
         self._lock = threading.Lock()
-        self._share: list[Target] | None = None
+        self._share: list[Item] | None = None
         self.membership = RingMembership(url, group, name, self._on_change,
                                          membership_timeout_s, tick_s, partitions,
-                                         thread_name="target-sharing")
+                                         thread_name=thread_name)
 
     def start(self) -> None:
         self.membership.start()
@@ -179,20 +184,20 @@ class TargetSharing:
     def stop(self) -> None:
         self.membership.stop()
 
-    def set_targets(self, targets: Iterable[Target]) -> None:
-        """A new full target list (hosts added or removed); the share follows at once."""
+    def set_items(self, items: Iterable[Item]) -> None:
+        """A new full list (items added or removed); the share follows at once."""
         with self._lock:
-            self._targets = list(targets)
+            self._items = list(items)
         self._on_change(self.membership.ownership)
 
     def _on_change(self, owns: Ownership) -> None:
         with self._lock:
-            share = [t for t in self._targets if owns(t.hostname)]
-            total = len(self._targets)
+            share = [item for item in self._items if owns(self.key(item))]
+            total = len(self._items)
             if share == self._share:
                 return
             self._share = share
-        LOG.info("this monitor probes %d of %d targets", len(share), total)
+        LOG.info("this member has %d of %d %s", len(share), total, self.what)
         self.on_share(share)
 
 

@@ -87,12 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     registration = coordination.register(f"Monitor {config.name}", config)
     sharing = None
     if config.share_group:
-        from doctor.sharing import TargetSharing
+        from doctor.sharing import ShareOf
 
-        sharing = TargetSharing(config.coordination_url, config.share_group, config.name,
-                                config.targets, monitor.scheduler.update_targets,
-                                config.membership_timeout_s)
-    reloader = TargetReloader(args, config, sharing.set_targets if sharing
+        sharing = ShareOf(config.coordination_url, config.share_group, config.name,
+                          config.targets, lambda target: target.hostname,
+                          monitor.scheduler.update_targets, config.membership_timeout_s,
+                          what="targets", thread_name="target-sharing")
+    reloader = TargetReloader(args, config, sharing.set_items if sharing
                               else monitor.scheduler.update_targets)
     monitor.start()
     if sharing is not None:

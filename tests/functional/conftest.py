@@ -8,10 +8,10 @@ import tempfile
 
 import pytest
 
-from doctor.eventsink import EventSink
-from doctor.testhosts import TestHostNetwork, cleanup_prefix
-from doctor.testpostgres import PostgresServer, postgres_bin_dir
-from doctor.testredis import RedisServer, redis_server_binary
+from testkit.eventsink import EventSink
+from testkit.hosts import TestHostNetwork, cleanup_prefix
+from testkit.postgres_server import PostgresServer, postgres_bin_dir
+from testkit.redis_server import RedisServer, redis_server_binary
 
 # Each test gets its own /24 (index) so a leftover of one cannot disturb another.
 _indexes = itertools.count(10)

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def doctor(*argv: str, timeout_s: float = 300,
            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "doctor.cli", *argv], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "client.main", *argv], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout_s, env=env)
 
 

@@ -15,8 +15,8 @@ import requests
 from controller.client import ControllerClient
 from doctor import clock
 from doctor.events import instance_update
-from doctor.eventsink import free_port
 from doctor.profiler import read
+from testkit.eventsink import free_port
 from tests.functional.test_controller_api import start_controller, stop
 from tests.waiting import wait_until
 

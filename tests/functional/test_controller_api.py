@@ -15,7 +15,7 @@ import requests
 from controller.base import ControllerError, NotFound, Server
 from controller.client import ControllerClient
 from doctor.events import INSTANCE_UPDATE, parse_ceilometer_event, traits
-from doctor.eventsink import EventSink, free_port
+from testkit.eventsink import EventSink, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "functional-secret"

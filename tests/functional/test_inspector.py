@@ -11,9 +11,9 @@ import pytest
 import requests
 
 from controller.client import ControllerClient
-from doctor.alarms import aodh_client, vm_error_alarm
 from doctor.events import HOST_DOWN, HostEvent
-from doctor.pipeline import Pipeline
+from scenario.alarms import aodh_client, vm_error_alarm
+from scenario.pipeline import Pipeline
 from tests.waiting import wait_until
 
 

@@ -13,10 +13,10 @@ import pytest
 from doctor import clock
 from doctor.config import build
 from doctor.events import HOST_DOWN, HOST_UP, parse_host_events
-from doctor.eventsink import EventSink, free_port
 from monitor.config import MonitorConfig
 from monitor.detector import HostState
 from monitor.ping import PingMonitor
+from testkit.eventsink import EventSink, free_port
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]

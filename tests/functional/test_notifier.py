@@ -26,12 +26,12 @@ from keystoneauth1 import session as ks_session
 
 from doctor import profiler
 from doctor.events import instance_update
-from doctor.eventsink import free_port
 from doctor.wsgi import Server
 from notifier.api import create_app
 from notifier.config import NotifierConfig
 from notifier.embedded import EmbeddedNotifier
 from notifier.http import HttpPublisher
+from testkit.eventsink import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 AODH_CLI = Path(sys.executable).parent / "aodh"

@@ -16,16 +16,16 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from doctor.alarms import aodh_cache_ttl_s, aodh_client, vm_error_alarm, wait_alarms_seen
 from doctor.config import build
 from doctor.events import HOST_DOWN, HostEvent
 from doctor.openstack import open_cloud
-from doctor.pipeline import Pipeline
 from doctor.store import make_engine
 from inspector.cli import build_controller, build_publisher
 from inspector.config import InspectorConfig
 from inspector.service import InspectorService
 from inspector.store import EventLog
+from scenario.alarms import aodh_cache_ttl_s, aodh_client, vm_error_alarm, wait_alarms_seen
+from scenario.pipeline import Pipeline
 from tests.functional.conftest import require_testbed
 from tests.tcpgate import TcpGate
 from tests.waiting import wait_until

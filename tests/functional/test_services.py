@@ -16,11 +16,11 @@ from datetime import datetime, timezone
 import pytest
 
 from doctor import coordination
-from doctor.eventsink import free_port
 from doctor.http import HttpClient
-from doctor.pipeline import Pipeline
 from doctor.signals import terminate_all
-from doctor.testredis import RedisServer
+from scenario.pipeline import Pipeline
+from testkit.eventsink import free_port
+from testkit.redis_server import RedisServer
 from tests.functional.conftest import require_redis, require_root
 from tests.waiting import wait_until
 
@@ -125,7 +125,7 @@ def listed_pids(inspector_url: str) -> set[int]:
 
 
 def service_list(*argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "doctor.cli", "service", "list", *argv],
+    return subprocess.run([sys.executable, "-m", "client.main", "service", "list", *argv],
                           capture_output=True, text=True, timeout=60)
 
 
@@ -307,7 +307,7 @@ def test_bench_membership_prints_its_tables_and_json(tmp_path):
     require_redis()
     out = tmp_path / "bench.json"
     result = subprocess.run(
-        [sys.executable, "-m", "doctor.cli", "bench", "membership", "--members", "2",
+        [sys.executable, "-m", "client.main", "bench", "membership", "--members", "2",
          "--window-s", "2", "--kills", "2", "--json", str(out)],
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr

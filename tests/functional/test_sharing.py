@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from doctor.bench.takeover import MonitorGroup, ProbeCapture, wait_steady, write_targets
+from bench.takeover import MonitorGroup, ProbeCapture, wait_steady, write_targets
 from tests.functional.conftest import require_root
 from tests.waiting import wait_until
 

@@ -22,15 +22,16 @@ import time
 
 import pytest
 
-from doctor import echo_responder, testhosts
-from doctor.testhosts import (
+from monitor.icmp import checksum
+from testkit import echo_responder
+from testkit import hosts as testhosts
+from testkit.hosts import (
     TEST_RANGE,
     TestHostError,
     TestHostNetwork,
     cleanup_prefix,
     require_root,
 )
-from monitor.icmp import checksum
 
 
 def _prefix_of_this_run() -> str:
@@ -351,7 +352,7 @@ def test_address_block_answers_across_the_block(network):
 def test_address_block_can_answer_on_a_kernel_thread_of_its_own(network):
     """The benchmarks' CPU figures: the host's echo work runs on its own NAPI thread, not in
     the sender's time, and that thread is the one that works when the block is pinged."""
-    from doctor.testhosts import thread_cpu_s
+    from testkit.hosts import thread_cpu_s
 
     addresses = network.add_address_block(1000, own_thread=True)
     assert network.block_threads
@@ -394,7 +395,7 @@ def test_cleanup_leaves_nothing_also_when_the_body_raised(root, body_raises):
     assert leftovers(net.name) == []
     assert root_route(block) == ""
     assert not os.path.exists(f"/proc/{responder}") or \
-        "doctor.echo_responder" not in open(f"/proc/{responder}/cmdline").read()
+        "testkit.echo_responder" not in open(f"/proc/{responder}/cmdline").read()
     assert root_route(TEST_RANGE).startswith("blackhole")  # the safety net stays
     net.cleanup()  # idempotent
 

@@ -16,9 +16,9 @@ import time
 
 import pytest
 
-from doctor.alarms import vim_status_alarm
-from doctor.eventsink import free_port
 from doctor.http import HttpClient
+from scenario.alarms import vim_status_alarm
+from testkit.eventsink import free_port
 from tests.waiting import wait_until
 
 TOKEN = "vim-test-token"
@@ -225,7 +225,7 @@ def test_bad_config_file_from_the_cli(tmp_path, network, vim_server):
     bad.write_text(f"auth_url: {host.address}:5000\nusername: u\npassword: p\n"
                    "project_name: d\n")
     env = {**os.environ, "DOCTOR_VIM_URL": server.url, "DOCTOR_VIM_TOKEN": TOKEN}
-    run = subprocess.run([sys.executable, "-m", "doctor.cli", "vim", "register",
+    run = subprocess.run([sys.executable, "-m", "client.main", "vim", "register",
                           "--config-file", str(bad), "vim-1"], capture_output=True, text=True,
                          env=env, timeout=60)
     assert run.returncode != 0
@@ -233,7 +233,7 @@ def test_bad_config_file_from_the_cli(tmp_path, network, vim_server):
     good = tmp_path / "good.yaml"
     good.write_text(f"auth_url: http://{host.address}:5000/v3\nusername: u\npassword: p\n"
                     "project_name: d\ncert_verify: 'False'\n")
-    run = subprocess.run([sys.executable, "-m", "doctor.cli", "vim", "register",
+    run = subprocess.run([sys.executable, "-m", "client.main", "vim", "register",
                           "--config-file", str(good), "vim-1", "-f", "value", "-c", "status"],
                          capture_output=True, text=True, env=env, timeout=60)
     assert run.returncode == 0, run.stderr
@@ -292,7 +292,7 @@ def test_two_servers_share_the_vims_and_one_killed_has_its_vims_taken_over(
     """Two doctor-vim servers on one database (one SQLite file on one machine, or PostgreSQL)
     and one Redis: each VIM probed by exactly one of them (read off the wire, by ICMP
     identifier); kill -9 one, the other takes its VIMs."""
-    from doctor.bench.takeover import ProbeCapture, wait_steady
+    from bench.takeover import ProbeCapture, wait_steady
 
     hosts = network.add_hosts([f"vim-{i}" for i in range(6)])
     shared = ["--share-group", "vims", "--coordination-url", redis_server.url]

@@ -82,7 +82,7 @@ def test_the_shipped_sample_config_loads():
 
 
 def test_doctor_hosts_help_is_its_own():
-    result = subprocess.run([sys.executable, "-m", "doctor.cli", "hosts", "--help"],
+    result = subprocess.run([sys.executable, "-m", "client.main", "hosts", "--help"],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: doctor hosts")

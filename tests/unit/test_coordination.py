@@ -140,7 +140,8 @@ def test_a_file_backend_that_does_not_exist_is_an_error_not_an_empty_list(tmp_pa
     (["hosts", "service"], None),
 ])
 def test_doctor_hands_its_cliff_families_to_the_cliff_app(argv, handed):
-    from doctor import cli, shell
+    from client import main as cli
+    from client import shell
 
     assert cli._shell_argv(argv) == handed
     assert list(cli.SHELL_FAMILIES) == shell.FAMILIES

@@ -8,11 +8,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from doctor.eventsink import free_port
 from notifier.actions import ActionDispatcher, redact
 from notifier.config import NotifierConfig
 from notifier.embedded import EmbeddedNotifier
 from notifier.evaluator import ALARM, Evaluator, Firing, utc_iso
+from testkit.eventsink import free_port
 from tests.waiting import wait_until
 
 VM = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"

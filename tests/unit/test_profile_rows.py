@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from doctor import profiler
-from doctor.scenario.fault_management import profile_rows
+from scenario.fault_management import profile_rows
 
 
 def test_only_what_was_recorded_by_the_end_of_the_measurement_counts(tmp_path):

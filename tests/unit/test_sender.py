@@ -3,8 +3,8 @@ import json
 import time
 
 from doctor.events import HOST_DOWN, HOST_UP, HostEvent
-from doctor.eventsink import EventSink
 from monitor.sender import EventSender
+from testkit.eventsink import EventSink
 from tests.waiting import wait_until
 
 

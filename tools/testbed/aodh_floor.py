@@ -21,14 +21,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
-from doctor.alarms import (  # noqa: E402
+from doctor.events import instance_update  # noqa: E402
+from notifier.aodh import AodhPublisher  # noqa: E402
+from scenario.alarms import (  # noqa: E402
     aodh_cache_ttl_s,
     aodh_client,
     create_vm_alarms,
     wait_alarms_seen,
 )
-from doctor.events import instance_update  # noqa: E402
-from notifier.aodh import AodhPublisher  # noqa: E402
 
 
 def main() -> int:

@@ -323,7 +323,7 @@ class DoctorShell(App):
     """The cliff app behind ``doctor service ...`` and ``doctor vim ...``."""
 
     def __init__(self) -> None:
-        manager = CommandManager("doctor.shell", convert_underscores=True)
+        manager = CommandManager("client.shell", convert_underscores=True)
         for name, command in COMMANDS.items():
             manager.add_command(name, command)
         from importlib.metadata import PackageNotFoundError, version

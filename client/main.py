@@ -1,7 +1,7 @@
 """``doctor``: the project's command line (the run, benchmarks, test hosts, config docs).
 
 ``doctor service ...`` (and later families of OpenStack-style commands) is handed to the cliff
-app in ``doctor.shell``, for cliff's output formats.
+app in ``client.shell``, for cliff's output formats.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 
 from doctor import logs
 
-# The command families handed to the cliff app in doctor.shell (its FAMILIES; kept here so
+# The command families handed to the cliff app in client.shell (its FAMILIES; kept here so
 # that `doctor run` need not import cliff).
 SHELL_FAMILIES = {
     "service": "the service list: `doctor service list [-f json|yaml|csv|table|value] "
@@ -39,7 +39,7 @@ def _config_doc(_args: argparse.Namespace) -> int:
 
 
 def _hosts(args: argparse.Namespace) -> int:
-    from doctor import testhosts
+    from testkit import hosts as testhosts
 
     return testhosts.main(args.rest)
 
@@ -74,14 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     detect = benches.add_parser(
         "detect", help="fault-to-detection latency and probe CPU cost on namespaced hosts "
                        "(needs root)")
-    from doctor.bench import detect as detect_bench
+    from bench import detect as detect_bench
 
     detect_bench.add_arguments(detect)
     detect.set_defaults(func=detect_bench.run)
     notify = benches.add_parser(
         "notify", help="host down at the inspector -> every consumer notified, at 1 to 1000 "
                        "VMs, shortcut and conservative paths (no root needed)")
-    from doctor.bench import notify as notify_bench
+    from bench import notify as notify_bench
 
     notify_bench.add_arguments(notify)
     notify.set_defaults(func=notify_bench.run)
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     membership = benches.add_parser(
         "membership", help="the service list's cost (heartbeat CPU per process, Redis traffic) "
                            "and how fast a killed process leaves it (no root needed)")
-    from doctor.bench import membership as membership_bench
+    from bench import membership as membership_bench
 
     membership_bench.add_arguments(membership)
     membership.set_defaults(func=membership_bench.run)
@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     takeover = benches.add_parser(
         "takeover", help="monitors sharing targets: time until a monitor killed with -9 has "
                          "its targets probed by the others (needs root)")
-    from doctor.bench import takeover as takeover_bench
+    from bench import takeover as takeover_bench
 
     takeover_bench.add_arguments(takeover)
     takeover.set_defaults(func=takeover_bench.run)
@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     vim_bench = benches.add_parser(
         "vim", help="VIM monitoring at scale: register rate, CPU per second of monitoring, "
                     "resume after kill -9, with 10,000 VIMs on namespaced addresses (needs root)")
-    from doctor.bench import vim as vim_bench_module
+    from bench import vim as vim_bench_module
 
     vim_bench_module.add_arguments(vim_bench)
     vim_bench.set_defaults(func=vim_bench_module.run)
@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     scenario = commands.add_parser(
         "run", help="the fault-management case on namespaced test hosts: inject a host "
                     "failure, report the notification time and profile (needs root)")
-    from doctor.scenario import fault_management
+    from scenario import fault_management
 
     fault_management.add_arguments(scenario)
     scenario.set_defaults(func=fault_management.run)
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     shell_argv = _shell_argv(argv)
     if shell_argv is not None:  # cliff parses these itself (and sets up logging: -v, --debug)
-        from doctor import shell
+        from client import shell
 
         return shell.main(shell_argv)
     i = _command_index(argv)

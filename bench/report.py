@@ -25,16 +25,6 @@ def summary_ms(seconds: Sequence[float]) -> dict[str, float]:
             "max": round(max(ms), 2), "mean": round(sum(ms) / len(ms), 2)}
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A Markdown table, so it pastes into the README as it is."""
-    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
-             for row in cells]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
-
-
 def emit(result: dict[str, Any], tables: Sequence[str], json_path: str = "") -> None:
     """Print the tables, then the JSON (also to ``json_path`` when given)."""
     for text in tables:

@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Any
 
-from doctor.pipeline import Pipeline
+from scenario.pipeline import Pipeline
 
 LOG = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ driver in a temporary directory) and each member count N, N processes do nothing
 Then it kills members with -9, one at a time at a random phase of their heartbeat, and times
 how long until ``list_services`` no longer shows them.
 
-Run as ``python -m doctor.bench.membership member NAME URL TIMEOUT``, this module is one
+Run as ``python -m bench.membership member NAME URL TIMEOUT``, this module is one
 such member.
 """
 
@@ -28,9 +28,10 @@ import tempfile
 import time
 from typing import Any
 
+from bench.report import emit, summary_ms
 from doctor import clock, coordination
-from doctor.bench.report import emit, summary_ms, table
-from doctor.testredis import RedisServer
+from doctor.tables import table
+from testkit.redis_server import RedisServer
 
 PROG = "doctor bench membership"
 READY_TIMEOUT_S = 120.0
@@ -98,7 +99,7 @@ class Members:
         for _ in range(count):
             index = len(self.processes)
             self.processes.append(subprocess.Popen(
-                [sys.executable, "-m", "doctor.bench.membership", "member",
+                [sys.executable, "-m", "bench.membership", "member",
                  f"BenchMember worker({index})", self.url, str(self.heartbeat_timeout_s)],
                 stdout=log, stderr=subprocess.STDOUT))
         log.close()
@@ -266,5 +267,5 @@ def member(argv: list[str]) -> int:
 if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "member":
         sys.exit(member(sys.argv[2:]))
-    sys.exit(f"usage: python -m doctor.bench.membership member NAME URL TIMEOUT_S "
+    sys.exit(f"usage: python -m bench.membership member NAME URL TIMEOUT_S "
              f"(the benchmark itself: {PROG})")

@@ -298,7 +298,7 @@ def _is_echo_responder(pid: int) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return b"doctor.echo_responder" in cmdline
+    return b"testkit.echo_responder" in cmdline
 
 
 def _pid_alive(pid: int) -> bool:
@@ -641,7 +641,7 @@ class TestHostNetwork:
     def set_delay(self, name: str, delay_ms: float, jitter_ms: float = 0.0) -> None:
         """Answer the host's echo requests after ``delay_ms`` ± uniform ``jitter_ms``.
 
-        A userspace responder (doctor.echo_responder) in the namespace answers, and the
+        A userspace responder (testkit.echo_responder) in the namespace answers, and the
         kernel's own replies are switched off. The responder is started and ready before the
         kernel stops answering, a new delay's responder before the old one stops, and
         clear_delay turns the kernel back on before stopping it: a change may duplicate a reply
@@ -654,7 +654,7 @@ class TestHostNetwork:
         host = self._host(name)
         previous_process = self._responders.pop(name, None)
         previous_pid = self._responder_pids.pop(name, None)
-        argv = [sys.executable, "-m", "doctor.echo_responder",
+        argv = [sys.executable, "-m", "testkit.echo_responder",
                 "--delay-ms", f"{delay_ms:g}", "--jitter-ms", f"{jitter_ms:g}"]
         if not self.detach_responders:
             argv += ["--parent-pid", str(os.getpid())]

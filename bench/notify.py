@@ -1,6 +1,6 @@
 """``doctor bench notify``: host failure at the Inspector -> every consumer notified.
 
-The parts run as their own processes (``doctor.pipeline``), real HTTP between
+The parts run as their own processes (``scenario.pipeline``), real HTTP between
 them. Each round sends the Inspector a ``compute.host.down`` event stamped
 with the moment it is sent (standing for the monitor's detection: ``bench
 detect`` measures the part before), and waits until the Consumer has received
@@ -22,19 +22,20 @@ import time
 import uuid
 from typing import Any
 
+from bench.report import emit, summary_ms
 from doctor import clock
-from doctor.alarms import (
+from doctor.events import HOST_DOWN, HOST_UP, HostEvent
+from doctor.tables import table
+from scenario.alarms import (
     aodh_cache_ttl_s,
     create_vm_alarms,
     rearm,
     vnfm_aodh_client,
     wait_alarms_seen,
 )
-from doctor.bench.report import emit, summary_ms, table
-from doctor.clouds import LocalCloud, OpenStackCloud
-from doctor.events import HOST_DOWN, HOST_UP, HostEvent
-from doctor.pipeline import Pipeline
-from doctor.scenario.fault_management import openstack_env
+from scenario.clouds import LocalCloud, OpenStackCloud
+from scenario.fault_management import openstack_env
+from scenario.pipeline import Pipeline
 
 ROUND_TIMEOUT_S = 30.0
 

@@ -12,8 +12,8 @@ import socket
 import subprocess
 import time
 
-from doctor.eventsink import free_port
 from doctor.signals import terminate_all
+from testkit.eventsink import free_port
 
 READY_TIMEOUT_S = 10.0
 

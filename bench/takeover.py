@@ -25,11 +25,12 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from doctor.bench.membership import cpu_seconds, redis_totals
-from doctor.bench.report import summary_ms, table
-from doctor.eventsink import EventSink
+from bench.membership import cpu_seconds, redis_totals
+from bench.report import summary_ms
 from doctor.signals import terminate_all
-from doctor.testhosts import TestHostNetwork
+from doctor.tables import table
+from testkit.eventsink import EventSink
+from testkit.hosts import TestHostNetwork
 
 ETH_P_IP = 0x0800
 ETH_P_ALL = 0x0003
@@ -258,7 +259,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from doctor.testredis import RedisServer
+    from testkit.redis_server import RedisServer
 
     if args.kills < 1 or args.monitors < 2 or args.targets < 1:
         raise SystemExit("doctor bench takeover: error: need --kills >= 1, --monitors >= 2, "

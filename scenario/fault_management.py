@@ -20,11 +20,11 @@ import uuid
 from typing import Any
 
 from doctor import clock, profiler
-from doctor.alarms import aodh_cache_ttl_s, create_vm_alarms, vnfm_aodh_client, wait_alarms_seen
-from doctor.bench.report import table
-from doctor.clouds import LocalCloud, OpenStackCloud, ScenarioError, wait_for
-from doctor.pipeline import Pipeline
-from doctor.testhosts import TestHostNetwork
+from doctor.tables import table
+from scenario.alarms import aodh_cache_ttl_s, create_vm_alarms, vnfm_aodh_client, wait_alarms_seen
+from scenario.clouds import LocalCloud, OpenStackCloud, ScenarioError, wait_for
+from scenario.pipeline import Pipeline
+from testkit.hosts import TestHostNetwork
 
 LOG = logging.getLogger(__name__)
 PASS_UNDER_S = 1.0

@@ -18,8 +18,8 @@ import socket
 import subprocess
 import time
 
-from doctor.eventsink import free_port
 from doctor.signals import terminate_all
+from testkit.eventsink import free_port
 
 READY_TIMEOUT_S = 20.0
 DATABASE = "doctor"

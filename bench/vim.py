@@ -27,11 +27,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from bench.report import emit
 from doctor import clock
-from doctor.bench.report import emit, table
-from doctor.eventsink import free_port
 from doctor.http import HttpClient, HttpError
-from doctor.testhosts import TestHostNetwork, require_root, thread_cpu_s
+from doctor.tables import table
+from testkit.eventsink import free_port
+from testkit.hosts import TestHostNetwork, require_root, thread_cpu_s
 
 PROG = "doctor bench vim"
 PREFIX = "dbv"

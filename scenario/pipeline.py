@@ -17,8 +17,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from doctor.eventsink import free_port
 from doctor.http import HttpClient, HttpError
+from testkit.eventsink import free_port
 
 LOG = logging.getLogger(__name__)
 READY_TIMEOUT_S = 30.0

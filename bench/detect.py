@@ -18,15 +18,16 @@ import threading
 import time
 from typing import Any
 
+from bench.report import emit, summary_ms
 from doctor import clock
-from doctor.bench.report import emit, summary_ms, table
 from doctor.config import build
 from doctor.events import HOST_DOWN, HostEvent
-from doctor.eventsink import EventSink
-from doctor.testhosts import TestHostNetwork, thread_cpu_s
+from doctor.tables import table
 from monitor.config import MonitorConfig
 from monitor.ping import PingMonitor
 from monitor.prober import ProbeScheduler
+from testkit.eventsink import EventSink
+from testkit.hosts import TestHostNetwork, thread_cpu_s
 
 PREFIX = "dtb"
 

@@ -3,7 +3,7 @@
 This kernel has no netem qdisc, so a test host cannot delay packets in the kernel. Instead the
 host's namespace stops answering echo requests itself (``net.ipv4.icmp_echo_ignore_all=1``) and
 this process answers them, each after ``delay ± uniform jitter`` milliseconds. It runs inside the
-namespace (``ip netns exec NS python -m doctor.echo_responder --delay-ms 30``), so it sees exactly
+namespace (``ip netns exec NS python -m testkit.echo_responder --delay-ms 30``), so it sees exactly
 the echo requests addressed to that namespace, AnyIP blocks included.
 
 One thread: a raw ICMP socket, a heap of replies ordered by due time, and ``select`` with a timeout
@@ -201,9 +201,9 @@ class EchoResponder:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Command line of ``python -m doctor.echo_responder``."""
+    """Command line of ``python -m testkit.echo_responder``."""
     parser = argparse.ArgumentParser(
-        prog="python -m doctor.echo_responder",
+        prog="python -m testkit.echo_responder",
         description="Answer ICMP echo requests in this network namespace after a delay. "
         "Run it inside a test host's namespace with net.ipv4.icmp_echo_ignore_all=1 there, "
         "so that only this process answers. Prints 'ready' once the socket is open.",
