@@ -31,7 +31,7 @@ setup(
         "PyYAML>=5.4",
     ],
     extras_require={
-        "test": ["pytest>=7", "scapy>=2.5", "ruff>=0.5", "requests>=2.28"],
+        "test": ["pytest>=7", "scapy>=2.5", "ruff>=0.5", "mypy>=1.10", "requests>=2.28"],
         "bench": ["matplotlib>=3.7"],
         # clouds.yaml and OS_* credentials for the Nova controller
         "openstack": ["openstacksdk>=1.0"],
@@ -48,6 +48,10 @@ setup(
             "doctor-consumer=consumer.cli:main",
             "doctor-vim=vim.cli:main",
         ],
+        # the drivers, chosen by name ([inspector] controller, notifier; doctor.drivers)
+        "doctor.controller": ["embedded=controller.drivers:embedded",
+                              "nova=controller.drivers:nova"],
+        "doctor.notifier": ["http=notifier.drivers:http", "aodh=notifier.drivers:aodh"],
         # clouds.yaml `auth_type: doctor-noauth`: test clouds without Keystone
         "keystoneauth1.plugin": ["doctor-noauth=doctor.noauth:NoAuthLoader"],
     },

@@ -45,8 +45,8 @@ class Bed:
 
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
-        cloud_project = (pipeline.openstack or {}).get("DOCTOR_OS_CLOUD") and \
-            pipeline.openstack["DOCTOR_PROJECT_ID"]
+        openstack = pipeline.openstack or {}
+        cloud_project = openstack.get("DOCTOR_OS_CLOUD") and openstack["DOCTOR_PROJECT_ID"]
         self.project = cloud_project or uuid.uuid4().hex
         self.cloud: Any = OpenStackCloud(pipeline.openstack, self.project) \
             if pipeline.openstack else LocalCloud(pipeline)

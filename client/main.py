@@ -7,7 +7,9 @@ app in ``client.shell``, for cliff's output formats.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+from typing import Any
 
 from doctor import logs
 
@@ -20,6 +22,31 @@ SHELL_FAMILIES = {
            "`vim list [--name N]`, `vim show|update|delete ID|NAME` (-f, -c as service list); "
            "talks to doctor-vim (--vim-url, --token)",
 }
+
+
+# `doctor bench NAME`: the module that adds its arguments and runs it, and its help.
+BENCHMARKS = {
+    "detect": ("bench.detect", "fault-to-detection latency and probe CPU cost on namespaced "
+                               "hosts (needs root)"),
+    "notify": ("bench.notify", "host down at the inspector -> every consumer notified, at 1 "
+                               "to 1000 VMs, shortcut and conservative paths (no root needed)"),
+    "membership": ("bench.membership", "the service list's cost (heartbeat CPU per process, "
+                                       "Redis traffic) and how fast a killed process leaves it "
+                                       "(no root needed)"),
+    "takeover": ("bench.takeover", "monitors sharing targets: time until a monitor killed "
+                                   "with -9 has its targets probed by the others (needs root)"),
+    "vim": ("bench.vim", "VIM monitoring at scale: register rate, CPU per second of "
+                         "monitoring, resume after kill -9, with 10,000 VIMs on namespaced "
+                         "addresses (needs root)"),
+}
+
+
+def _add_module_command(commands: Any, name: str, module: str, text: str) -> None:
+    """A subcommand whose module has ``add_arguments(parser)`` and ``run(args)``."""
+    implementation = importlib.import_module(module)
+    parser = commands.add_parser(name, help=text)
+    implementation.add_arguments(parser)
+    parser.set_defaults(func=implementation.run)
 
 
 def _config_doc(_args: argparse.Namespace) -> int:
@@ -71,52 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="measure the pipeline (prints a table and JSON)")
     benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
-    detect = benches.add_parser(
-        "detect", help="fault-to-detection latency and probe CPU cost on namespaced hosts "
-                       "(needs root)")
-    from bench import detect as detect_bench
-
-    detect_bench.add_arguments(detect)
-    detect.set_defaults(func=detect_bench.run)
-    notify = benches.add_parser(
-        "notify", help="host down at the inspector -> every consumer notified, at 1 to 1000 "
-                       "VMs, shortcut and conservative paths (no root needed)")
-    from bench import notify as notify_bench
-
-    notify_bench.add_arguments(notify)
-    notify.set_defaults(func=notify_bench.run)
-
-    membership = benches.add_parser(
-        "membership", help="the service list's cost (heartbeat CPU per process, Redis traffic) "
-                           "and how fast a killed process leaves it (no root needed)")
-    from bench import membership as membership_bench
-
-    membership_bench.add_arguments(membership)
-    membership.set_defaults(func=membership_bench.run)
-
-    takeover = benches.add_parser(
-        "takeover", help="monitors sharing targets: time until a monitor killed with -9 has "
-                         "its targets probed by the others (needs root)")
-    from bench import takeover as takeover_bench
-
-    takeover_bench.add_arguments(takeover)
-    takeover.set_defaults(func=takeover_bench.run)
-
-    vim_bench = benches.add_parser(
-        "vim", help="VIM monitoring at scale: register rate, CPU per second of monitoring, "
-                    "resume after kill -9, with 10,000 VIMs on namespaced addresses (needs root)")
-    from bench import vim as vim_bench_module
-
-    vim_bench_module.add_arguments(vim_bench)
-    vim_bench.set_defaults(func=vim_bench_module.run)
-
-    scenario = commands.add_parser(
-        "run", help="the fault-management case on namespaced test hosts: inject a host "
-                    "failure, report the notification time and profile (needs root)")
-    from scenario import fault_management
-
-    fault_management.add_arguments(scenario)
-    scenario.set_defaults(func=fault_management.run)
+    for name, (module, text) in BENCHMARKS.items():
+        _add_module_command(benches, name, module, text)
+    _add_module_command(commands, "run", "scenario.fault_management",
+                        "the fault-management case on namespaced test hosts: inject a host "
+                        "failure, report the notification time and profile (needs root)")
 
     hosts = commands.add_parser(
         "hosts", add_help=False,

@@ -19,6 +19,7 @@ from cliff.commandmanager import CommandManager
 from cliff.lister import Lister
 from cliff.show import ShowOne
 
+from doctor import config as cfg
 from doctor import coordination
 
 DEFAULT_INSPECTOR_URL = "http://127.0.0.1:12345"
@@ -27,16 +28,6 @@ DEFAULT_VIM_URL = "http://127.0.0.1:9890"
 
 class CommandFailed(Exception):
     """What a command could not do, said in one line (cliff prints it, exit status 1)."""
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
 
 
 class ServiceList(Lister):
@@ -63,11 +54,11 @@ class ServiceList(Lister):
                  "e.g. redis://127.0.0.1:6379 or file:///var/lib/doctor/coordination "
                  "(env DOCTOR_COORDINATION_URL)")
         parser.add_argument(
-            "--heartbeat-timeout-s", type=_positive_float,
+            "--heartbeat-timeout-s", type=cfg.positive_float,
             default=coordination.DEFAULT_HEARTBEAT_TIMEOUT_S,
             help="with --coordination-url: the processes' heartbeat timeout, s (default "
                  "%(default)s)")
-        parser.add_argument("--timeout-s", type=_positive_float, default=10.0,
+        parser.add_argument("--timeout-s", type=cfg.positive_float, default=10.0,
                             help="timeout of the request to the Inspector, s (default "
                                  "%(default)s)")
         return parser
@@ -179,7 +170,7 @@ def _add_vim_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--token", default=os.environ.get("DOCTOR_VIM_TOKEN", ""),
         help="the VIM server's token, sent as X-Auth-Token (env DOCTOR_VIM_TOKEN)")
-    parser.add_argument("--timeout-s", type=_positive_float, default=10.0,
+    parser.add_argument("--timeout-s", type=cfg.positive_float, default=10.0,
                         help="timeout of each request, s (default %(default)s)")
 
 
@@ -196,14 +187,23 @@ def _show(record: dict[str, Any]) -> tuple[tuple[str, ...], tuple[Any, ...]]:
     return VIM_SHOW_COLUMNS, tuple(record.get(c) for c in VIM_SHOW_COLUMNS)
 
 
+_VIM_ARGUMENT = (("vim",), {"metavar": "ID|NAME"})
+_VIM_FILE_HELP = ("YAML: auth_url, username, password, project_name, project_domain_name, "
+                  "user_domain_name, cert_verify")
+
+
 class _VimCommand:
-    """What every ``doctor vim`` command shares: the server options, errors with the verb."""
+    """What every ``doctor vim`` command shares: the server options, its own ``arguments``
+    (``add_argument``'s names and keywords), errors with the verb."""
 
     verb = ""
+    arguments: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = ()
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
         parser = super().get_parser(prog_name)  # type: ignore[misc]
         _add_vim_server_options(parser)
+        for names, keywords in self.arguments:
+            parser.add_argument(*names, **keywords)
         return parser
 
     def take_action(self, parsed_args: argparse.Namespace) -> Any:
@@ -226,14 +226,9 @@ class VimRegister(_VimCommand, ShowOne):
     """Register a VIM from a Tacker-style config file; it starts PENDING, then is probed."""
 
     verb = "register"
-
-    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
-        parser = super().get_parser(prog_name)
-        parser.add_argument("--config-file", required=True, metavar="FILE",
-                            help="YAML: auth_url, username, password, project_name, "
-                                 "project_domain_name, user_domain_name, cert_verify")
-        parser.add_argument("name", metavar="NAME", help="the VIM's name (unique)")
-        return parser
+    arguments = ((("--config-file",), {"required": True, "metavar": "FILE",
+                                       "help": _VIM_FILE_HELP}),
+                 (("name",), {"metavar": "NAME", "help": "the VIM's name (unique)"}))
 
     def act(self, api: VimApi, parsed_args: argparse.Namespace) -> Any:
         values = _vim_file(parsed_args.config_file, partial=False, command=self.verb)
@@ -244,11 +239,7 @@ class VimList(_VimCommand, Lister):
     """List the registered VIMs and their status."""
 
     verb = "list"
-
-    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
-        parser = super().get_parser(prog_name)
-        parser.add_argument("--name", help="only the VIM with this name")
-        return parser
+    arguments = ((("--name",), {"help": "only the VIM with this name"}),)
 
     def act(self, api: VimApi, parsed_args: argparse.Namespace) -> Any:
         params = {"name": parsed_args.name} if parsed_args.name is not None else None
@@ -260,11 +251,7 @@ class VimShow(_VimCommand, ShowOne):
     """Show one VIM (never its password)."""
 
     verb = "show"
-
-    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
-        parser = super().get_parser(prog_name)
-        parser.add_argument("vim", metavar="ID|NAME")
-        return parser
+    arguments = (_VIM_ARGUMENT,)
 
     def act(self, api: VimApi, parsed_args: argparse.Namespace) -> Any:
         return _show(api.find(parsed_args.vim))
@@ -274,14 +261,11 @@ class VimUpdate(_VimCommand, ShowOne):
     """Change a VIM; a new auth_url restarts its monitoring (new monitor id, PENDING)."""
 
     verb = "update"
-
-    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
-        parser = super().get_parser(prog_name)
-        parser.add_argument("--config-file", metavar="FILE",
-                            help="YAML with the keys that change (as for register)")
-        parser.add_argument("--name", dest="new_name", metavar="NEW_NAME", help="rename it")
-        parser.add_argument("vim", metavar="ID|NAME")
-        return parser
+    arguments = ((("--config-file",), {"metavar": "FILE",
+                                       "help": "YAML with the keys that change (as for "
+                                               "register)"}),
+                 (("--name",), {"dest": "new_name", "metavar": "NEW_NAME", "help": "rename it"}),
+                 _VIM_ARGUMENT)
 
     def act(self, api: VimApi, parsed_args: argparse.Namespace) -> Any:
         values: dict[str, Any] = {}
@@ -299,11 +283,7 @@ class VimDelete(_VimCommand, Command):
     """Delete a VIM; its monitoring stops."""
 
     verb = "delete"
-
-    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
-        parser = super().get_parser(prog_name)
-        parser.add_argument("vim", metavar="ID|NAME")
-        return parser
+    arguments = (_VIM_ARGUMENT,)
 
     def act(self, api: VimApi, parsed_args: argparse.Namespace) -> int:
         record = api.find(parsed_args.vim)

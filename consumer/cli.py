@@ -7,8 +7,7 @@ import sys
 
 from consumer.config import ConsumerConfig
 from doctor import config as cfg
-from doctor import coordination
-from doctor.signals import wait_for_stop
+from doctor.daemon import Daemon
 
 PROG = "doctor-consumer"
 
@@ -42,24 +41,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    config = cfg.from_args(parser, args, ConsumerConfig, "consumer")
+    daemon = Daemon(build_parser(), argv)
+    config = daemon.load(ConsumerConfig, "consumer")
     from consumer.sample import SampleConsumer
 
     consumer = SampleConsumer(config)
     # Registered first: once the consumer answers, SIGTERM is handled at once (tooz's import
     # takes a moment and happens here).
-    registration = coordination.register("Consumer", config)
+    daemon.register("Consumer", config)
     try:
         consumer.start()
     except OSError as exc:
-        registration.stop()
-        parser.exit(1, f"{PROG}: error: cannot listen on {config.host}:{config.port}: {exc}\n")
-    wait_for_stop(args.duration_s)
-    registration.stop()
-    consumer.stop()
-    return 0
+        daemon.fail(1, f"cannot listen on {config.host}:{config.port}: {exc}")
+    daemon.on_stop(consumer.stop)
+    return daemon.run(daemon.args.duration_s)
 
 
 if __name__ == "__main__":

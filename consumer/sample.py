@@ -28,7 +28,7 @@ from doctor import clock
 from doctor.api import ApiError, json_app, json_body
 from doctor.events import VIM_STATUS_UPDATE, EventError, parse_ceilometer_event, traits
 from doctor.profiler import Profiler
-from doctor.wsgi import Server
+from doctor.wsgi import HttpServer
 
 LOG = logging.getLogger(__name__)
 MAX_KEPT = 10_000  # notifications kept for GET /failures; the oldest go first
@@ -159,7 +159,7 @@ class SampleConsumer(Consumer):
         self.profile = Profiler(config.profile_file)
         self._received: deque[Notification] = deque(maxlen=MAX_KEPT)
         self._lock = threading.Lock()
-        self._server: Server | None = None
+        self._server: HttpServer | None = None
         self.recovery: Recovery | None = None
         if config.recovery == "recreate":
             controller = controller or ControllerClient(config.controller_url,
@@ -174,7 +174,7 @@ class SampleConsumer(Consumer):
         return self._server.url + self.config.path
 
     def start(self) -> None:
-        self._server = Server(create_app(self), self.config.host, self.config.port,
+        self._server = HttpServer(create_app(self), self.config.host, self.config.port,
                               name="consumer").start()
         if self.recovery is not None:
             self.recovery.start()

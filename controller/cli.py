@@ -13,7 +13,8 @@ from controller.base import VM_STATES, ControllerError
 from controller.client import ControllerClient
 from controller.config import ControllerConfig
 from doctor import config as cfg
-from doctor import coordination, logs
+from doctor import logs
+from doctor.daemon import Daemon
 from doctor.tables import table
 
 LOG = logging.getLogger(__name__)
@@ -41,68 +42,38 @@ config file (INI; every serve option also goes in [controller]):
 """
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
 # -- the daemon ----------------------------------------------------------------------------
 
 
 def serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """Serve the REST API over the inventory until SIGTERM."""
-    config = cfg.from_args(parser, args, ControllerConfig, "controller")
+    daemon = Daemon(parser, args=args)
+    config = daemon.load(ControllerConfig, "controller")
     # Imported here so that the client commands stay quick to start.
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
     from controller.api import create_app
     from controller.embedded import Inventory
     from doctor.store import make_engine
-    from doctor.wsgi import Server
     from notifier.http import HttpPublisher
 
     publishers = [HttpPublisher(url, config.notify_token) for url in config.notify_urls]
     try:
         engine = make_engine(config.database)
+        daemon.on_stop(engine.dispose)
         inventory = Inventory(engine, publishers)
     except ArgumentError as exc:
-        parser.exit(2, f"{PROG}: error: [controller] database: {exc}\n")
+        daemon.fail(2, f"[controller] database: {exc}")
     except (OSError, ImportError, SQLAlchemyError, ControllerError) as exc:
         # ImportError: the URL names a database whose driver is not installed.
-        parser.exit(1, f"{PROG}: error: [controller] database: cannot open it: {exc}\n")
-    try:
-        server = Server(create_app(inventory, config.token), config.host, config.port,
-                        name="controller")
-    except OSError as exc:
-        inventory.close()
-        parser.exit(1, f"{PROG}: error: cannot listen on {config.host}:{config.port}: {exc}\n")
+        daemon.fail(1, f"[controller] database: cannot open it: {exc}")
+    daemon.on_stop(inventory.close)
+    daemon.listen(create_app(inventory, config.token), config.host, config.port,
+                  name="controller")
     LOG.info("inventory in %s; events to %s", engine.url.render_as_string(hide_password=True),
              ", ".join(config.notify_urls) or "nobody")
-
-    registration = coordination.register("Controller", config)
-
-    def stop() -> None:
-        registration.stop()
-        inventory.close()
-        engine.dispose()
-
-    server.serve_forever(on_stop=stop)
-    return 0
+    daemon.register("Controller", config)
+    return daemon.run()
 
 
 # -- client commands -------------------------------------------------------------------------
@@ -178,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "default %(default)s)")
     remote.add_argument("--token", default=os.environ.get("DOCTOR_CONTROLLER_TOKEN", ""),
                         help="sent as X-Auth-Token (env DOCTOR_CONTROLLER_TOKEN)")
-    remote.add_argument("--timeout-s", type=_positive_float, default=10.0,
+    remote.add_argument("--timeout-s", type=cfg.positive_float, default=10.0,
                         help="timeout of each request, s (default %(default)s)")
     output = argparse.ArgumentParser(add_help=False)
     output.add_argument("-f", "--format", choices=("table", "json"), default="table")
@@ -193,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("name", metavar="NAME")
     sub.add_argument("--host", required=True, help="compute host (created on first use)")
     sub.add_argument("--project", required=True, help="project (tenant) id")
-    sub.add_argument("--count", type=_positive_int, default=1,
+    sub.add_argument("--count", type=cfg.positive_int, default=1,
                      help="how many; they are named NAME-1..NAME-N (default 1)")
     sub = command("list", list_servers, "list servers", output)
     sub.add_argument("--host", help="only the servers on this host")

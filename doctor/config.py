@@ -111,7 +111,7 @@ def build(cls: type[T], section: str, values: dict[str, Any], source: str = "") 
     naming ``[section] field`` and, when given, where the value came from.
     """
     where = f" (in {source})" if source else ""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(values) - set(fields))
     if unknown:
@@ -136,7 +136,7 @@ def build(cls: type[T], section: str, values: dict[str, Any], source: str = "") 
 def read_ini(path: str) -> configparser.ConfigParser:
     """Parse an INI config file; a missing or malformed file is a ConfigError."""
     parser = configparser.ConfigParser(interpolation=None, delimiters=("=",))
-    parser.optionxform = str  # keep host names' case in [targets]
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keep names' case
     try:
         with open(path, encoding="utf-8") as handle:
             parser.read_file(handle)
@@ -236,3 +236,25 @@ def from_args(parser: argparse.ArgumentParser, args: argparse.Namespace, cls: ty
         return load(cls, section, args.config_file, flag_values(args, cls))
     except ConfigError as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value

@@ -1,26 +1,22 @@
 """Serving the parts' Flask apps with a production WSGI server (waitress), never Flask's own.
 
-One way for every role: ``Server(app, host, port).start()`` in a thread (the
-embedded default and the tests), or ``serve_forever`` in a daemon until
-SIGTERM.
+One way for every role: ``HttpServer(app, host, port).start()`` serves in a thread; a
+daemon's ``main()`` hands it to ``doctor.daemon.Daemon``, which serves until SIGTERM.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from waitress import wasyncore
 from waitress.server import create_server
 
-from doctor.signals import wait_for_stop
-
 LOG = logging.getLogger(__name__)
 
 
-class Server:
+class HttpServer:
     """A waitress server for ``app`` on host:port (port 0 picks a free one)."""
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0,
@@ -38,7 +34,7 @@ class Server:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> Server:
+    def start(self) -> HttpServer:
         """Serve in a background thread."""
         self._thread = threading.Thread(target=self._server.run, name=f"{self.name}-http",
                                         daemon=True)
@@ -53,12 +49,3 @@ class Server:
         wasyncore.close_all(self._server._map)
         if self._thread is not None:
             self._thread.join(5)
-
-    def serve_forever(self, on_stop: Callable[[], None] | None = None) -> None:
-        """Serve in this thread until SIGTERM or SIGINT, then call ``on_stop``."""
-        self.start()
-        wait_for_stop()
-        LOG.info("%s stopping", self.name)
-        self.stop()
-        if on_stop is not None:
-            on_stop()

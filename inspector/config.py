@@ -5,12 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from doctor import coordination
+from doctor import coordination, drivers
 from doctor.config import ConfigError, option
 from doctor.store import default_url
-
-CONTROLLERS = ("embedded", "nova")
-NOTIFIERS = ("http", "aodh")
 
 
 @dataclass
@@ -25,7 +22,8 @@ class InspectorConfig:
                            default_doc="sqlite:///$DOCTOR_STATE_DIR/inspector.db",
                            help="SQLAlchemy URL of the event log (accepted events are "
                                 "stored here before the 202)")
-    controller: str = option("embedded", help=f"controller driver: {', '.join(CONTROLLERS)}")
+    controller: str = option("embedded", help="controller driver (entry points "
+                                              "doctor.controller: embedded, nova)")
     controller_url: str = option("http://127.0.0.1:12347",
                                  help="the embedded controller's REST API")
     controller_token: str = option("", help="token for the controller's API")
@@ -47,8 +45,8 @@ class InspectorConfig:
              "notifications. Every inspector needs a pool of its own: inspectors sharing one "
              "would each get a share of the notifications and miss the rest. Stable across "
              "restarts, so what was notified while an inspector was down is still delivered")
-    notifier: str = option("http", help=f"notifier driver: {', '.join(NOTIFIERS)} (http: the "
-                                        "embedded notifier's POST /v1/events; aodh: "
+    notifier: str = option("http", help="notifier driver (entry points doctor.notifier; http: "
+                                        "the embedded notifier's POST /v1/events; aodh: "
                                         "oslo.messaging straight to Aodh's listener)")
     aodh_transport_url: str = option("", help="notifier=aodh: oslo.messaging transport URL "
                                               "(rabbit://user:password@host:5672/vhost)")
@@ -82,12 +80,12 @@ class InspectorConfig:
         if not self.token:
             raise ConfigError("token: required; set [inspector] token (or --token) and give "
                               "the same to the monitors")
-        if self.controller not in CONTROLLERS:
-            raise ConfigError(f"controller: unknown driver {self.controller!r}; "
-                              f"known: {', '.join(CONTROLLERS)}")
-        if self.notifier not in NOTIFIERS:
-            raise ConfigError(f"notifier: unknown driver {self.notifier!r}; "
-                              f"known: {', '.join(NOTIFIERS)}")
+        for name, namespace in (("controller", drivers.CONTROLLER),
+                                ("notifier", drivers.NOTIFIER)):
+            known = drivers.names(namespace)
+            if getattr(self, name) not in known:
+                raise ConfigError(f"{name}: unknown driver {getattr(self, name)!r}; known: "
+                                  f"{', '.join(known) or 'none (is the project installed?)'}")
         if self.notifier == "aodh" and not self.aodh_transport_url:
             raise ConfigError("aodh_transport_url: required with notifier = aodh")
         for name in ("controller_url", "notifier_url"):

@@ -7,11 +7,11 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from doctor import config as cfg
-from doctor import coordination, logs
-from doctor.signals import wait_for_stop
+from doctor import logs
+from doctor.daemon import Daemon
 from monitor.config import MonitorConfig, Target
 from monitor.icmp import RawSocketPermissionError
 
@@ -71,40 +71,39 @@ def load_config(args: argparse.Namespace) -> MonitorConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    daemon = Daemon(build_parser(), argv)
+    args = daemon.args
     logs.setup(args.log_level)
     try:
         config = load_config(args)
     except cfg.ConfigError as exc:
-        parser.exit(2, f"doctor-monitor: error: {exc}\n")
+        daemon.fail(2, str(exc))
     from monitor.ping import PingMonitor
 
     try:
         monitor = PingMonitor(config)
     except RawSocketPermissionError as exc:
-        parser.exit(1, f"doctor-monitor: error: {exc}\n")
-    registration = coordination.register(f"Monitor {config.name}", config)
+        daemon.fail(1, str(exc))
+    daemon.on_stop(monitor.stop)
+    daemon.register(f"Monitor {config.name}", config)
+    apply: Callable[[Iterable[Target]], None] = monitor.scheduler.update_targets
     sharing = None
     if config.share_group:
         from doctor.sharing import ShareOf
 
         sharing = ShareOf(config.coordination_url, config.share_group, config.name,
-                          config.targets, lambda target: target.hostname,
-                          monitor.scheduler.update_targets, config.membership_timeout_s,
-                          what="targets", thread_name="target-sharing")
-    reloader = TargetReloader(args, config, sharing.set_items if sharing
-                              else monitor.scheduler.update_targets)
+                          config.targets, lambda target: target.hostname, apply,
+                          config.membership_timeout_s, what="targets",
+                          thread_name="target-sharing")
+        apply = sharing.set_items
+    reloader = TargetReloader(args, config, apply)
     monitor.start()
     if sharing is not None:
         sharing.start()
+        daemon.on_stop(sharing.stop)
     reloader.start()
-    wait_for_stop(args.duration_s)
-    reloader.stop()
-    if sharing is not None:
-        sharing.stop()
-    registration.stop()
-    monitor.stop()
+    daemon.on_stop(reloader.stop)
+    daemon.run(args.duration_s)
     return 1 if monitor.failed is not None else 0
 
 

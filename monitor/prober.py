@@ -329,7 +329,8 @@ class ProbeScheduler:
             # No route, host unreachable: the probe is lost, and will time out as a miss.
             self.stats.send_errors += 1
             errors = self.stats.errors_by_errno
-            errors[exc.errno] = errors.get(exc.errno, 0) + 1
+            errno = exc.errno or 0
+            errors[errno] = errors.get(errno, 0) + 1
         probe.seq = seq
         sending = self._sending
         if sending is None or sending.deadline != now + self._timeout:

@@ -9,7 +9,7 @@ import sys
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from doctor import config as cfg
-from doctor import coordination
+from doctor.daemon import Daemon
 from notifier.config import NotifierConfig
 
 LOG = logging.getLogger("notifier")
@@ -56,37 +56,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    config = cfg.from_args(parser, args, NotifierConfig, "notifier")
-    from doctor.wsgi import Server
+    daemon = Daemon(build_parser(), argv)
+    config = daemon.load(NotifierConfig, "notifier")
     from notifier.api import create_app
     from notifier.embedded import EmbeddedNotifier
 
     try:
         service = EmbeddedNotifier(config)
     except ArgumentError as exc:
-        parser.exit(2, f"doctor-notifier: error: [notifier] database: {exc}\n")
+        daemon.fail(2, f"[notifier] database: {exc}")
     except (SQLAlchemyError, OSError) as exc:
-        parser.exit(1, f"doctor-notifier: error: [notifier] database: cannot open the alarm "
-                       f"store: {type(exc).__name__}: {getattr(exc, 'orig', None) or exc}\n")
-    try:
-        server = Server(create_app(service, config.token), config.host, config.port,
-                        threads=16, name="notifier")
-    except OSError as exc:
-        service.stop()
-        parser.exit(1, f"doctor-notifier: error: [notifier] host/port: cannot listen on "
-                       f"{config.host}:{config.port}: {exc.strerror or exc}\n")
+        daemon.fail(1, f"[notifier] database: cannot open the alarm store: "
+                       f"{type(exc).__name__}: {getattr(exc, 'orig', None) or exc}")
+    daemon.on_stop(service.stop)
+    server = daemon.listen(create_app(service, config.token), config.host, config.port,
+                           what="[notifier] host/port: ", threads=16, name="notifier")
     service.start()
     LOG.info("doctor-notifier serving Aodh's alarm API on %s", server.url)
-    registration = coordination.register("Notifier", config)
-
-    def stop() -> None:
-        registration.stop()
-        service.stop()
-
-    server.serve_forever(on_stop=stop)
-    return 0
+    daemon.register("Notifier", config)
+    return daemon.run()
 
 
 if __name__ == "__main__":

@@ -171,7 +171,8 @@ def _run_steps(args: argparse.Namespace, net: TestHostNetwork, pipeline: Pipelin
          "--duration-s", "600", *[f"--target={n}={net.hosts[n].address}" for n in hosts]])
     # A project of its own per run, except on a real cloud (its credentials' project).
     own_project = not (pipeline.openstack or {}).get("DOCTOR_OS_CLOUD")
-    project = uuid.uuid4().hex if own_project else pipeline.openstack["DOCTOR_PROJECT_ID"]
+    project = uuid.uuid4().hex if own_project else \
+        (pipeline.openstack or {})["DOCTOR_PROJECT_ID"]
     cloud = OpenStackCloud(pipeline.openstack, project) if pipeline.openstack \
         else LocalCloud(pipeline)
     try:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's test command: installs what is missing, then ruff, the unit tests, the
+# The README's test command: installs what is missing, then ruff, mypy, the unit tests, the
 # functional tests on namespaced test hosts, and the tests against real OpenStack services
 # (tools/testbed/openstack.sh, started here and stopped at the end). The namespace and OpenStack
 # tests need root; without it they skip and say why, except with CI=true, where a skip of them
@@ -20,5 +20,7 @@ if [ "$(id -u)" -eq 0 ] && [ "${DOCTOR_TESTBED:-1}" != 0 ]; then
 fi
 echo "== ruff" >&2
 .venv/bin/ruff check .
+echo "== mypy" >&2
+.venv/bin/mypy
 echo "== pytest" >&2
 .venv/bin/python -m pytest -ra tests "$@"

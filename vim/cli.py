@@ -7,6 +7,7 @@ import sys
 
 from doctor import config as cfg
 from doctor import coordination
+from doctor.daemon import Daemon
 from vim.config import VimConfig
 
 # The name in the service list.
@@ -26,11 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    config = cfg.from_args(parser, args, VimConfig, "vim")
+    daemon = Daemon(build_parser(), argv)
+    config = daemon.load(VimConfig, "vim")
     from doctor.store import make_engine
-    from doctor.wsgi import Server
     from monitor.icmp import RawSocketPermissionError
     from notifier.http import HttpPublisher
     from vim.api import create_app
@@ -41,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         store = VimStore(make_engine(config.database), PasswordBox.from_key_file(config.key_file))
     except KeyFileError as exc:
-        parser.exit(1, f"doctor-vim: error: [vim] key_file: {exc}\n")
+        daemon.fail(1, f"[vim] key_file: {exc}")
     publisher = (HttpPublisher(config.notifier_url, config.notifier_token)
                  if config.notifier_url else None)
     # Sharing: nothing is this server's until it has read the group (or found it unreachable).
@@ -50,16 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         manager.start()
     except RawSocketPermissionError as exc:
-        parser.exit(1, f"doctor-vim: error: {exc}\n")
-    try:
-        server = Server(create_app(store, config.token, manager), config.host, config.port,
-                        name="vim")
-    except OSError as exc:
-        manager.stop()
-        parser.exit(1, f"doctor-vim: error: cannot listen on {config.host}:{config.port}: "
-                       f"{exc.strerror}\n")
-    registration = coordination.register(SERVICE_NAME, config)
-    sharing = None
+        daemon.fail(1, str(exc))
+    daemon.on_stop(manager.stop)
+    daemon.listen(create_app(store, config.token, manager), config.host, config.port,
+                  name="vim")
+    daemon.register(SERVICE_NAME, config)
     if config.share_group:
         from doctor.sharing import RingMembership
 
@@ -67,15 +61,8 @@ def main(argv: list[str] | None = None) -> int:
                                  f"vim-{coordination.local_hostname()}", manager.set_owns,
                                  config.membership_timeout_s, thread_name="vim-sharing")
         sharing.start()
-
-    def stop() -> None:
-        if sharing is not None:
-            sharing.stop()
-        registration.stop()
-        manager.stop()
-
-    server.serve_forever(on_stop=stop)
-    return 0
+        daemon.on_stop(sharing.stop)
+    return daemon.run()
 
 
 if __name__ == "__main__":

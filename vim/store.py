@@ -41,11 +41,11 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from doctor import clock
+from vim.base import PENDING, REACHABLE, UNREACHABLE
 from vim.crypto import PasswordBox
 
 LOG = logging.getLogger(__name__)
 
-PENDING, REACHABLE, UNREACHABLE = "PENDING", "REACHABLE", "UNREACHABLE"
 STATUSES = (PENDING, REACHABLE, UNREACHABLE)
 # What a monitor may report: PENDING is only the state before its first verdict.
 VERDICTS = (REACHABLE, UNREACHABLE)
@@ -350,14 +350,14 @@ class VimStore:
             ids = [r.vim_id for r in reports]
             for start in range(0, len(ids), _CHUNK):
                 chunk = ids[start:start + _CHUNK]
-                for row in conn.execute(select(vims.c.id, vims.c.name, vims.c.project_name,
-                                               vims.c.status, vims.c.previous_status,
-                                               vims.c.monitor_id)
-                                        .where(vims.c.id.in_(chunk))):
-                    rows[row.id] = row
+                for found in conn.execute(select(vims.c.id, vims.c.name, vims.c.project_name,
+                                                 vims.c.status, vims.c.previous_status,
+                                                 vims.c.monitor_id)
+                                          .where(vims.c.id.in_(chunk))):
+                    rows[found.id] = found
         applied_set = {id(r) for r in applied}
         for report in reports:
-            row = rows.get(report.vim_id)
+            row: Any = rows.get(report.vim_id)
             if id(report) in applied_set:
                 results.append(StatusResult(report, refused=False,
                                             changed=row.previous_status != row.status,

@@ -26,7 +26,7 @@ from keystoneauth1 import session as ks_session
 
 from doctor import profiler
 from doctor.events import instance_update
-from doctor.wsgi import Server
+from doctor.wsgi import HttpServer
 from notifier.api import create_app
 from notifier.config import NotifierConfig
 from notifier.embedded import EmbeddedNotifier
@@ -423,7 +423,7 @@ def test_2000_alarms_firing_at_once_are_dispatched_concurrently(tmp_path):
     slow = Consumer(delay_s=0.02).start()  # 2000 x 20 ms = 40 s if sent one after another
     config = NotifierConfig(database=f"sqlite:///{tmp_path}/notifier.db", action_workers=32)
     service = EmbeddedNotifier(config).start()
-    server = Server(create_app(service, token="s3cret"), port=0, name="notifier").start()
+    server = HttpServer(create_app(service, token="s3cret"), port=0, name="notifier").start()
     try:
         tenant = project()
         for i in range(2000):

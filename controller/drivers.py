@@ -1,0 +1,43 @@
+"""The Controller drivers (entry points ``doctor.controller``, see ``doctor.drivers``).
+
+Each takes the options of the part that calls the Controller (the Inspector's config) and
+returns a ``controller.base.Controller``.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from controller.base import Controller
+
+
+class ControllerOptions(Protocol):
+    """What the drivers read from their user's config."""
+
+    call_timeout_ms: int
+    controller_url: str
+    controller_token: str
+    nova_cloud: str
+    nova_noauth_url: str
+    os_project_id: str
+    os_user_id: str
+    nova_microversion: str
+
+
+def embedded(options: ControllerOptions) -> Controller:
+    """The embedded Controller, over its REST API (``controller_url``)."""
+    from controller.client import ControllerClient
+
+    return ControllerClient(options.controller_url, options.controller_token,
+                            options.call_timeout_ms / 1000.0)
+
+
+def nova(options: ControllerOptions) -> Controller:
+    """OpenStack Nova through python-novaclient, on a clouds.yaml/OS_* cloud or a test cloud
+    without Keystone (``nova_noauth_url``)."""
+    from controller.nova import NovaController
+    from doctor.openstack import open_cloud
+
+    cloud = open_cloud(options.nova_cloud, options.nova_noauth_url, options.os_project_id,
+                       options.os_user_id, timeout_s=options.call_timeout_ms / 1000.0)
+    return NovaController(cloud.session, options.nova_microversion, cloud.endpoint("compute"))
