@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from doctor import coordination
-from doctor.config import ConfigError, option
+from doctor.config import ConfigError, host_option, option, port_option, profile_option
 
 RECOVERY_ACTIONS = ("none", "recreate")
 URL_RE = re.compile(r"^https?://[^/\s]+")
@@ -16,9 +16,8 @@ URL_RE = re.compile(r"^https?://[^/\s]+")
 class ConsumerConfig:
     """Options of the ``[consumer]`` section."""
 
-    host: str = option("127.0.0.1", help="address the alarm endpoint listens on")
-    port: int = option(12346, min=0, max=65535,
-                       help="port the alarm endpoint listens on (0: any free port)")
+    host: str = host_option("the alarm endpoint")
+    port: int = port_option(12346, "the alarm endpoint")
     path: str = option("/failure", help="path of the alarm endpoint (the alarm action URL's "
                                         "path)")
     recovery: str = option(
@@ -29,7 +28,7 @@ class ConsumerConfig:
                                           "recovery = recreate")
     controller_token: str = option("", help="token sent as X-Auth-Token to the Controller "
                                             "(never logged)")
-    profile_file: str = option("", help="append latency checkpoints (JSON lines) to this file")
+    profile_file: str = profile_option()
     coordination_url: str = coordination.url_option()
     heartbeat_timeout_s: float = coordination.heartbeat_option()
 

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from doctor import coordination
-from doctor.config import ConfigError, option
+from doctor.config import ConfigError, host_option, option, port_option
 
 URL_RE = re.compile(r"^https?://[^/\s]+")
 
@@ -22,9 +22,8 @@ def _default_database() -> str:
 class ControllerConfig:
     """Options of the ``[controller]`` section."""
 
-    host: str = option("127.0.0.1", help="address the REST API listens on")
-    port: int = option(12347, min=0, max=65535, help="port the REST API listens on "
-                                                      "(0: any free port)")
+    host: str = host_option()
+    port: int = port_option(12347)
     database: str = option(
         default_factory=_default_database,
         default_doc="sqlite:///$DOCTOR_STATE_DIR/controller.db (/var/lib/doctor)",

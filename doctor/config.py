@@ -238,6 +238,27 @@ def from_args(parser: argparse.ArgumentParser, args: argparse.Namespace, cls: ty
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
 
 
+# -- fields that several roles declare -------------------------------------------------------
+
+
+def host_option(what: str = "the REST API") -> Any:
+    """The ``host`` field: the address ``what`` listens on."""
+    return option("127.0.0.1", help=f"address {what} listens on")
+
+
+def port_option(default: int, what: str = "the REST API") -> Any:
+    """The ``port`` field: the port of ``what`` (0: any free one)."""
+    return option(default, min=0, max=65535, help=f"port of {what} (0: any free one)")
+
+
+def profile_option(what: str = "latency checkpoints") -> Any:
+    """The ``profile_file`` field: where ``what`` are appended, as JSON lines."""
+    return option("", help=f"append {what} to this file (JSON lines)")
+
+
+# -- argparse types ----------------------------------------------------------------------------
+
+
 def positive_int(text: str) -> int:
     """An argparse type: a whole number >= 1."""
     try:

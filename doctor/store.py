@@ -20,6 +20,16 @@ def default_url(role: str) -> str:
     return f"sqlite:///{os.path.join(state_dir(), role + '.db')}"
 
 
+def database_option(role: str, what: str) -> Any:
+    """The ``database`` field of ``role``: a SQLAlchemy URL, SQLite in the state dir by
+    default; ``what`` says what is kept there."""
+    from doctor.config import option
+
+    return option(default_factory=lambda: default_url(role),
+                  default_doc=f"sqlite:///$DOCTOR_STATE_DIR/{role}.db",
+                  help=f"SQLAlchemy URL of {what}")
+
+
 def make_engine(url: str) -> Engine:
     """An engine; for SQLite, WAL and a busy timeout so readers never block the writer.
 

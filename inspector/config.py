@@ -6,22 +6,20 @@ import re
 from dataclasses import dataclass
 
 from doctor import coordination, drivers
-from doctor.config import ConfigError, option
-from doctor.store import default_url
+from doctor.config import ConfigError, host_option, option, port_option, profile_option
+from doctor.store import database_option
 
 
 @dataclass
 class InspectorConfig:
     """Options of the ``[inspector]`` section (flags: ``--port`` etc.)."""
 
-    host: str = option("127.0.0.1", help="address the REST API listens on")
-    port: int = option(12345, min=0, max=65535, help="port of the REST API (0: any free one)")
+    host: str = host_option()
+    port: int = port_option(12345)
     token: str = option("", help="required: clients (monitors, the controller) send it as "
                                  "X-Auth-Token; requests without it get 401 (never logged)")
-    database: str = option(default_factory=lambda: default_url("inspector"),
-                           default_doc="sqlite:///$DOCTOR_STATE_DIR/inspector.db",
-                           help="SQLAlchemy URL of the event log (accepted events are "
-                                "stored here before the 202)")
+    database: str = database_option("inspector", "the event log (accepted events are "
+                                                 "stored here before the 202)")
     controller: str = option("embedded", help="controller driver (entry points "
                                               "doctor.controller: embedded, nova)")
     controller_url: str = option("http://127.0.0.1:12347",
@@ -72,7 +70,7 @@ class InspectorConfig:
         7 * 86400.0, min=60.0,
         help="finished events done longer ago than this leave the event log, s (checked "
              "hourly; never an unfinished event, nor a host's latest one)")
-    profile_file: str = option("", help="append latency checkpoints (JSON lines) to this file")
+    profile_file: str = profile_option()
     coordination_url: str = coordination.url_option()
     heartbeat_timeout_s: float = coordination.heartbeat_option()
 

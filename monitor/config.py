@@ -16,7 +16,7 @@ import socket
 from dataclasses import dataclass
 
 from doctor import coordination
-from doctor.config import ConfigError, option
+from doctor.config import ConfigError, option, profile_option
 
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,253})$")
 
@@ -89,7 +89,7 @@ class MonitorConfig:
     retry_max_ms: int = option(1000, min=1,
                                help="retry delay cap; retries go on until the event is "
                                     "accepted (2xx) or refused (4xx), ms")
-    profile_file: str = option("", help="append latency checkpoints (JSON lines) to this file")
+    profile_file: str = profile_option()
     coordination_url: str = coordination.url_option()
     heartbeat_timeout_s: float = coordination.heartbeat_option()
     share_group: str = option(

@@ -97,7 +97,8 @@ def open_icmp_socket(receive_buffer_bytes: int = 4 << 20) -> socket.socket:
     except PermissionError:
         raise RawSocketPermissionError(
             "cannot open a raw ICMP socket: the monitor needs CAP_NET_RAW. Run it as root, "
-            "or grant the capability: sudo setcap cap_net_raw+ep $(readlink -f $(which python3))"
+            "or grant the capability, as root: "
+            "setcap cap_net_raw+ep $(readlink -f $(which python3))"
             " (or run it under systemd with AmbientCapabilities=CAP_NET_RAW)") from None
     # The kernel then drops every other ICMP type (our own requests on loopback,
     # unreachables, other tools' traffic) before it reaches Python.

@@ -9,22 +9,18 @@ import re
 from dataclasses import dataclass
 
 from doctor import coordination
-from doctor.config import ConfigError, option
-from doctor.store import default_url
+from doctor.config import ConfigError, host_option, option, port_option, profile_option
+from doctor.store import database_option
 
 
 @dataclass
 class NotifierConfig:
     """Options of the ``[notifier]`` section (flags: ``--port`` etc.)."""
 
-    host: str = option("127.0.0.1", help="address the REST API listens on")
-    port: int = option(8042, min=0, max=65535,
-                       help="port of the REST API (Aodh's /v2/alarms and POST /v1/events); "
-                            "0 picks a free one")
-    database: str = option(default_factory=lambda: default_url("notifier"),
-                           default_doc="$DOCTOR_STATE_DIR/notifier.db",
-                           help="SQLAlchemy URL of the alarm store (sqlite:///PATH or "
-                                "postgresql+psycopg://...)")
+    host: str = host_option()
+    port: int = port_option(8042, "Aodh's /v2/alarms and POST /v1/events")
+    database: str = database_option("notifier", "the alarm store (sqlite:///PATH or "
+                                                "postgresql+psycopg://...)")
     token: str = option("", help="token required as X-Auth-Token on POST /v1/events (never "
                                  "logged); empty: the intake needs none. /v2/alarms takes the "
                                  "caller from X-User-Id, X-Project-Id, X-Roles (Aodh's noauth)")
@@ -40,8 +36,8 @@ class NotifierConfig:
                                       help="retry delay cap of an alarm action, ms")
     action_workers: int = option(16, min=1, max=1024,
                                  help="alarm action POSTs in flight at once")
-    profile_file: str = option("", help="append latency checkpoints T07 (evaluated event) and "
-                                        "T08 (fired alarm) to this file (JSON lines)")
+    profile_file: str = profile_option("latency checkpoints T07 (evaluated event) and T08 "
+                                       "(fired alarm)")
     coordination_url: str = coordination.url_option()
     heartbeat_timeout_s: float = coordination.heartbeat_option()
 

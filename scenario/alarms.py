@@ -1,7 +1,7 @@
 """The VNFM's side of alarms: created with aodhclient, against either Notifier.
 
 The embedded Notifier serves the same ``/v2/alarms`` subset as Aodh, so this
-one code path serves both (ARCHITECTURE.md, "Alarms").
+one code path serves both (docs/ARCHITECTURE.md, "Alarms").
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 # (tools/testbed/openstack.sh, started here and stopped at the end). The namespace and OpenStack
 # tests need root; without it they skip and say why, except with CI=true, where a skip of them
 # is a failure. DOCTOR_TESTBED=0 leaves the OpenStack bed out (its tests then skip).
-# Usage: sudo scripts/test.sh [pytest arguments]
+# Usage, as root: scripts/test.sh [pytest arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh

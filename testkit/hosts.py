@@ -3,8 +3,8 @@
 A monitor has to be tested against hosts that really stop answering, so every test host is a
 network namespace hanging off a bridge in the root namespace, and faults are real: the host's
 link goes down, nftables drops a share of its echo requests, or a userspace responder answers
-them late (this kernel has no netem). The rules of ARCHITECTURE.md "Network safety for tests"
-are enforced here, not left to callers:
+them late (this kernel has no netem). The rules of docs/ARCHITECTURE.md, "Network safety for
+tests", are enforced here, not left to callers:
 
 - every address is inside ``TEST_RANGE`` (198.18.0.0/15, reserved for benchmarks); anything
   else is refused before a command runs;

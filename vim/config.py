@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass
 
 from doctor import coordination
-from doctor.config import ConfigError, option
-from doctor.store import default_url, state_dir
+from doctor.config import ConfigError, host_option, option, port_option
+from doctor.store import database_option, state_dir
 from monitor.config import parse_ipv4
 
 
@@ -21,14 +21,12 @@ from monitor.config import parse_ipv4
 class VimConfig:
     """Options of the ``[vim]`` section (flags: ``--port`` etc.)."""
 
-    host: str = option("127.0.0.1", help="address the REST API listens on")
-    port: int = option(9890, min=0, max=65535, help="port of /v1/vims (0: any free one)")
+    host: str = host_option()
+    port: int = port_option(9890, "/v1/vims")
     token: str = option("", help="required: clients send it as X-Auth-Token; requests "
                                  "without it get 401 (never logged)")
-    database: str = option(default_factory=lambda: default_url("vim"),
-                           default_doc="sqlite:///$DOCTOR_STATE_DIR/vim.db",
-                           help="SQLAlchemy URL of the VIM table (PostgreSQL when several "
-                                "servers share it)")
+    database: str = database_option("vim", "the VIM table (PostgreSQL when several "
+                                           "servers share it)")
     key_file: str = option(default_factory=lambda: os.path.join(state_dir(), "vim.key"),
                            default_doc="$DOCTOR_STATE_DIR/vim.key",
                            help="Fernet key that encrypts VIM passwords, kept outside the "

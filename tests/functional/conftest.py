@@ -38,7 +38,7 @@ def require_root() -> None:
 def require_testbed() -> None:
     """The OpenStack test bed's tests run when it is up (scripts/test.sh starts it as root)."""
     _require(os.environ.get("OS_TESTBED") == "1",
-             "needs the OpenStack test bed: sudo tools/testbed/openstack.sh install && up, "
+             "needs the OpenStack test bed: as root, tools/testbed/openstack.sh install && up, "
              "then eval \"$(tools/testbed/openstack.sh env)\" (scripts/test.sh does this)")
 
 

@@ -4,7 +4,7 @@ Real Nova, Placement, Glance, Neutron, Aodh and Ceilometer on 127.0.0.1: these t
 tools/testbed/smoke.py once and report each of its checks as a test. They need the bed up and
 its environment (OS_TESTBED=1 and the DOCTOR_* URLs and ids):
 
-    sudo tools/testbed/openstack.sh install && sudo tools/testbed/openstack.sh up
+    tools/testbed/openstack.sh install && tools/testbed/openstack.sh up    (as root)
     eval "$(tools/testbed/openstack.sh env)"
 
 Without OS_TESTBED=1 they are skipped.
