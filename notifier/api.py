@@ -384,14 +384,19 @@ def complex_filter(expr: Any, where: str = "filter") -> Callable[[dict[str, Any]
     return _condition(field, COMPLEX_OPS[op], value, where)
 
 
-def _sort_value(value: Any) -> Any:
-    return value if isinstance(value, bool) else ("" if value is None else str(value))
+def _sort_key(field: str) -> Callable[[dict[str, Any]], Any]:
+    """An alarm's ``field`` as it sorts: booleans as they are, text otherwise."""
+    def key(alarm: dict[str, Any]) -> Any:
+        value = alarm.get(field)
+        return value if isinstance(value, bool) else ("" if value is None else str(value))
+
+    return key
 
 
 def _sorted(alarms: list[dict[str, Any]], sorts: list[tuple[str, bool]]) -> list[dict[str, Any]]:
     ordered = sorted(alarms, key=lambda a: a["alarm_id"])
     for field, descending in reversed(sorts):  # stable sorts, the last key first
-        ordered.sort(key=lambda a, f=field: _sort_value(a.get(f)), reverse=descending)
+        ordered.sort(key=_sort_key(field), reverse=descending)
     return ordered
 
 
@@ -405,6 +410,14 @@ def _sort_keys(specs: list[str], where: str) -> list[tuple[str, bool]]:
                                f"{', '.join(SCALAR_FIELDS)}")
         sorts.append((field, direction == "desc"))
     return sorts or [("timestamp", True)]
+
+
+def _history_key(field: str) -> Callable[[dict[str, Any]], Any]:
+    """A history entry's ``field`` as it sorts (a missing one first)."""
+    def key(entry: dict[str, Any]) -> Any:
+        return entry.get(field) or ""
+
+    return key
 
 
 def _limit(value: Any, where: str) -> int | None:
@@ -600,7 +613,7 @@ def create_app(service: EmbeddedNotifier, token: str = "") -> Flask:
                                                                                   "desc"):
                 raise _fail("sort", f"{spec!r} is not timestamp, type or event_id "
                                     "with :asc or :desc")
-            entries.sort(key=lambda e, f=field: e.get(f) or "", reverse=direction == "desc")
+            entries.sort(key=_history_key(field), reverse=direction == "desc")
         return jsonify(_page(entries, "event_id", request.args.get("marker"),
                              _limit(request.args.get("limit"), "limit")))
 
