@@ -29,7 +29,6 @@ import json
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -40,7 +39,9 @@ from doctor import clock
 from doctor.api import TOKEN_HEADER, ApiError, json_app, json_body
 from doctor.events import EventError, parse_ceilometer_event
 from notifier.base import PublishError
+from notifier.caller import Caller, current_caller
 from notifier.embedded import AlarmConflict, AlarmNotFound, EmbeddedNotifier
+from notifier.errors import aodh_error, fail
 from notifier.evaluator import OPERATORS, QUERY_TYPES, STATES, utc_iso
 
 SEVERITIES = ("low", "moderate", "critical")
@@ -61,37 +62,6 @@ QUERY_FIELD_RE = re.compile(r"^[A-Za-z0-9_.',-]+$")  # the characters Aodh allow
 MAX_NAME = 255
 
 
-@dataclass(frozen=True)
-class Caller:
-    """Who is asking, as Aodh's noauth mode takes it from the request headers."""
-
-    user_id: str
-    project_id: str
-    roles: frozenset[str]
-
-    @property
-    def is_admin(self) -> bool:
-        return "admin" in self.roles
-
-    def may_see(self, alarm: dict[str, Any]) -> bool:
-        return self.is_admin or alarm.get("project_id") == self.project_id
-
-
-def current_caller() -> Caller:
-    project = request.headers.get("X-Project-Id", "").strip()
-    if not project:
-        raise ApiError(401, "X-Project-Id header required (Aodh's noauth mode: aodhclient "
-                            "--os-auth-type aodh-noauth --project-id ... sends it)",
-                       "X-Project-Id")
-    roles = {r.strip().lower() for r in request.headers.get("X-Roles", "").split(",")}
-    return Caller(request.headers.get("X-User-Id", "").strip(), project,
-                  frozenset(r for r in roles if r))
-
-
-def _fail(field: str, problem: str, status: int = 400) -> ApiError:
-    return ApiError(status, f"{field}: {problem}", field)
-
-
 # -- validation of an alarm body ------------------------------------------------------------
 
 def _text(body: dict[str, Any], key: str, required: bool = False,
@@ -99,10 +69,10 @@ def _text(body: dict[str, Any], key: str, required: bool = False,
     value = body.get(key)
     if value is None:
         if required:
-            raise _fail(key, "required")
+            raise fail(key, "required")
         return default
     if not isinstance(value, str):
-        raise _fail(key, f"must be a string, got {type(value).__name__}")
+        raise fail(key, f"must be a string, got {type(value).__name__}")
     return value
 
 
@@ -114,30 +84,30 @@ def _flag(body: dict[str, Any], key: str, default: bool) -> bool:
         return value
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
-    raise _fail(key, f"must be true or false, got {value!r}")
+    raise fail(key, f"must be true or false, got {value!r}")
 
 
 def _choice(body: dict[str, Any], key: str, choices: tuple[str, ...], default: str) -> str:
     value = _text(body, key, default=default)
     if value not in choices:
-        raise _fail(key, f"{value!r} is not one of {', '.join(choices)}")
+        raise fail(key, f"{value!r} is not one of {', '.join(choices)}")
     return value
 
 
 def action_url(value: Any, where: str) -> str:
     """An alarm action URL: only http and https are supported (no log://, trust+http://)."""
     if not isinstance(value, str) or not value.strip():
-        raise _fail(where, "must be a non-empty URL string")
+        raise fail(where, "must be a non-empty URL string")
     try:
         parts = urlsplit(value.strip())
         parts.port  # noqa: B018  (raises ValueError on a bad port)
     except ValueError as exc:
-        raise _fail(where, f"not a valid URL ({exc})") from None
+        raise fail(where, f"not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https"):
-        raise _fail(where, f"unsupported action scheme {parts.scheme or '(none)'!r}: this "
-                           "notifier sends http:// and https:// actions only")
+        raise fail(where, f"unsupported action scheme {parts.scheme or '(none)'!r}: this "
+                          "notifier sends http:// and https:// actions only")
     if not parts.hostname:
-        raise _fail(where, "the URL has no host")
+        raise fail(where, "the URL has no host")
     return value.strip()
 
 
@@ -146,10 +116,10 @@ def _actions(body: dict[str, Any], key: str) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise _fail(key, "must be a list of URLs")
+        raise fail(key, "must be a list of URLs")
     urls = [action_url(item, f"{key}[{i}]") for i, item in enumerate(value)]
     if len(set(urls)) != len(urls):
-        raise _fail(key, "duplicate actions are found")
+        raise fail(key, "duplicate actions are found")
     return urls
 
 
@@ -160,7 +130,7 @@ def _query_value(value: Any, where: str) -> str:
         return str(value)
     if isinstance(value, str):
         return value
-    raise _fail(where, "required, a string or a number")
+    raise fail(where, "required, a string or a number")
 
 
 def _check_typed(value: str, type_: str, where: str) -> None:
@@ -174,7 +144,7 @@ def _check_typed(value: str, type_: str, where: str) -> None:
         elif type_ == "boolean" and value.lower() not in ("true", "false"):
             raise ValueError("expected true or false")
     except ValueError:
-        raise _fail(where, f"{value!r} is not a valid {type_}") from None
+        raise fail(where, f"{value!r} is not a valid {type_}") from None
 
 
 def validate_query(query: Any, where: str = "event_rule.query") -> list[dict[str, str]]:
@@ -182,27 +152,27 @@ def validate_query(query: Any, where: str = "event_rule.query") -> list[dict[str
     if query is None:
         return []
     if not isinstance(query, list):
-        raise _fail(where, "must be a list of {field, op, value} conditions")
+        raise fail(where, "must be a list of {field, op, value} conditions")
     conditions = []
     for i, item in enumerate(query):
         at = f"{where}[{i}]"
         if not isinstance(item, dict):
-            raise _fail(at, "must be an object {field, op, value}")
+            raise fail(at, "must be an object {field, op, value}")
         unknown = sorted(set(item) - {"field", "op", "value", "type"})
         if unknown:
-            raise _fail(f"{at}.{unknown[0]}", "unknown attribute")
+            raise fail(f"{at}.{unknown[0]}", "unknown attribute")
         field = item.get("field")
         if (not isinstance(field, str) or not QUERY_FIELD_RE.match(field)
                 or field == "traits." or field.endswith(".")):
-            raise _fail(f"{at}.field", f"{field!r} is not a field such as traits.instance_id")
+            raise fail(f"{at}.field", f"{field!r} is not a field such as traits.instance_id")
         op = item.get("op") or "eq"
         if op not in OPERATORS:
-            raise _fail(f"{at}.op", f"{op!r} is not one of {', '.join(OPERATORS)}")
+            raise fail(f"{at}.op", f"{op!r} is not one of {', '.join(OPERATORS)}")
         value = _query_value(item.get("value"), f"{at}.value")
         type_ = item.get("type") or ""
         if type_ not in QUERY_TYPES:
-            raise _fail(f"{at}.type", f"{type_!r} is not one of "
-                                      f"{', '.join(t for t in QUERY_TYPES if t)}")
+            raise fail(f"{at}.type", f"{type_!r} is not one of "
+                                     f"{', '.join(t for t in QUERY_TYPES if t)}")
         if type_:
             _check_typed(value, type_, f"{at}.value")
         conditions.append({"field": field, "op": op, "value": value, "type": type_})
@@ -211,15 +181,15 @@ def validate_query(query: Any, where: str = "event_rule.query") -> list[dict[str
 
 def validate_event_rule(rule: Any) -> dict[str, Any]:
     if not isinstance(rule, dict):
-        raise _fail("event_rule", "required for an event alarm: "
-                                  "{event_type, query: [{field, op, value}]}")
+        raise fail("event_rule", "required for an event alarm: "
+                                 "{event_type, query: [{field, op, value}]}")
     unknown = sorted(set(rule) - {"event_type", "query"})
     if unknown:
-        raise _fail(f"event_rule.{unknown[0]}", "unknown attribute")
+        raise fail(f"event_rule.{unknown[0]}", "unknown attribute")
     event_type = rule.get("event_type")
     if not isinstance(event_type, str) or not event_type.strip():
-        raise _fail("event_rule.event_type", "required, an event type or a shell wildcard "
-                                             "such as compute.instance.*")
+        raise fail("event_rule.event_type", "required, an event type or a shell wildcard "
+                                            "such as compute.instance.*")
     return {"event_type": event_type.strip(), "query": validate_query(rule.get("query"))}
 
 
@@ -231,40 +201,40 @@ def validate_alarm(body: Any, caller: Caller, current: dict[str, Any] | None = N
     project or user. An update keeps what the body leaves out.
     """
     if not isinstance(body, dict):
-        raise _fail("body", "must be a JSON object (an alarm)")
+        raise fail("body", "must be a JSON object (an alarm)")
     known = set(ALARM_FIELDS) | set(READ_ONLY) | {f"{t}_rule" for t in OTHER_TYPES}
     unknown = sorted(set(body) - known)
     if unknown:
-        raise _fail(unknown[0], "unknown attribute for an alarm")
+        raise fail(unknown[0], "unknown attribute for an alarm")
     if current is not None:
         body = {**current, **{k: v for k, v in body.items() if k not in READ_ONLY}}
     type_ = _text(body, "type", required=True)
     if type_ in OTHER_TYPES:
-        raise _fail("type", f"{type_!r} alarms are not supported: this notifier evaluates "
-                            "event alarms only (type=event)")
+        raise fail("type", f"{type_!r} alarms are not supported: this notifier evaluates "
+                           "event alarms only (type=event)")
     if type_ != "event":
-        raise _fail("type", f"unknown alarm type {type_!r}; this notifier supports 'event'")
+        raise fail("type", f"unknown alarm type {type_!r}; this notifier supports 'event'")
     for other in OTHER_TYPES:
         if body.get(f"{other}_rule") not in (None, {}, []):
-            raise _fail(f"{other}_rule", "does not apply to an event alarm; give event_rule")
+            raise fail(f"{other}_rule", "does not apply to an event alarm; give event_rule")
     name = _text(body, "name", required=True) or ""
     if not name.strip() or len(name) > MAX_NAME:
-        raise _fail("name", f"must be 1 to {MAX_NAME} characters")
+        raise fail("name", f"must be 1 to {MAX_NAME} characters")
     rule = validate_event_rule(body.get("event_rule"))
     project = _text(body, "project_id", default=caller.project_id) or caller.project_id
     user = _text(body, "user_id", default=caller.user_id) or caller.user_id
     if not caller.is_admin:
         owner = current.get("project_id") if current is not None else caller.project_id
         if project != owner:
-            raise _fail("project_id", f"Not Authorized to access project {project}", 401)
+            raise fail("project_id", f"Not Authorized to access project {project}", 401)
         if current is None and user != caller.user_id:
-            raise _fail("user_id", f"Not Authorized to access user {user}", 401)
+            raise fail("user_id", f"Not Authorized to access user {user}", 401)
     constraints = body.get("time_constraints")
     if constraints not in (None, []):
         if not isinstance(constraints, list):
-            raise _fail("time_constraints", "must be a list")
-        raise _fail("time_constraints", "not supported by the embedded notifier: an event "
-                                        "alarm here is evaluated at any time")
+            raise fail("time_constraints", "must be a list")
+        raise fail("time_constraints", "not supported by the embedded notifier: an event "
+                                       "alarm here is evaluated at any time")
     stamp = utc_iso(clock.now() if now is None else now)
     state = _choice(body, "state", STATES, "insufficient data")
     data = {
@@ -311,13 +281,13 @@ def _comparable(alarm_value: Any, given: Any) -> tuple[Any, Any]:
 
 def _condition(field: str, op: str, given: Any, where: str) -> Callable[[dict[str, Any]], bool]:
     if field not in SCALAR_FIELDS:
-        raise _fail(where, f"cannot filter on {field!r}; fields: {', '.join(SCALAR_FIELDS)}")
+        raise fail(where, f"cannot filter on {field!r}; fields: {', '.join(SCALAR_FIELDS)}")
     compare = OPERATORS[op]
     if field in ("enabled", "repeat_actions"):
         try:
             _comparable(True, given)
         except ValueError as exc:
-            raise _fail(where, str(exc)) from None
+            raise fail(where, str(exc)) from None
 
     def check(alarm: dict[str, Any]) -> bool:
         left, right = _comparable(alarm.get(field), given)
@@ -332,17 +302,17 @@ def simple_filters(caller: Caller) -> tuple[list[Callable[[dict[str, Any]], bool
     ops = request.args.getlist("q.op")
     values = request.args.getlist("q.value")
     if len(values) != len(fields) or (ops and len(ops) != len(fields)):
-        raise _fail("q", "every q.field needs a q.value (and a q.op, or none at all)")
+        raise fail("q", "every q.field needs a q.value (and a q.op, or none at all)")
     checks = []
     all_projects = False
     for i, field in enumerate(fields):
         op = ops[i] if ops else "eq"
         if op not in OPERATORS:
-            raise _fail(f"q.op[{i}]", f"{op!r} is not one of {', '.join(OPERATORS)}")
+            raise fail(f"q.op[{i}]", f"{op!r} is not one of {', '.join(OPERATORS)}")
         if field == "all_projects":
             all_projects = values[i].lower() == "true"
             if all_projects and not caller.is_admin:
-                raise _fail("q.field", "all_projects=true needs the admin role", 401)
+                raise fail("q.field", "all_projects=true needs the admin role", 401)
             continue
         checks.append(_condition(field, op, values[i], f"q.field[{i}]"))
         if field == "project_id" and caller.is_admin:
@@ -358,12 +328,12 @@ COMPLEX_OPS = {"=": "eq", "==": "eq", "eq": "eq", "!=": "ne", "ne": "ne", "<": "
 def complex_filter(expr: Any, where: str = "filter") -> Callable[[dict[str, Any]], bool]:
     """Aodh's complex query filter (``{"and": [{"=": {"name": "x"}}, ...]}``) as a predicate."""
     if not isinstance(expr, dict) or len(expr) != 1:
-        raise _fail(where, "each expression is one {operator: operand} object")
+        raise fail(where, "each expression is one {operator: operand} object")
     ((op, operand),) = expr.items()
     op = op.lower()
     if op in ("and", "or"):
         if not isinstance(operand, list) or not operand:
-            raise _fail(where, f"{op!r} takes a non-empty list of expressions")
+            raise fail(where, f"{op!r} takes a non-empty list of expressions")
         parts = [complex_filter(e, f"{where}.{op}[{i}]") for i, e in enumerate(operand)]
         combine = all if op == "and" else any
         return lambda alarm: combine(part(alarm) for part in parts)
@@ -371,16 +341,16 @@ def complex_filter(expr: Any, where: str = "filter") -> Callable[[dict[str, Any]
         inner = complex_filter(operand, f"{where}.not")
         return lambda alarm: not inner(alarm)
     if not isinstance(operand, dict) or len(operand) != 1:
-        raise _fail(where, f"{op!r} takes one {{field: value}}")
+        raise fail(where, f"{op!r} takes one {{field: value}}")
     ((field, value),) = operand.items()
     field = field.lower()
     if op == "in":
         if not isinstance(value, list):
-            raise _fail(where, "'in' takes a list of values")
+            raise fail(where, "'in' takes a list of values")
         options = [_condition(field, "eq", v, where) for v in value]
         return lambda alarm: any(option(alarm) for option in options)
     if op not in COMPLEX_OPS:
-        raise _fail(where, f"unknown operator {op!r}")
+        raise fail(where, f"unknown operator {op!r}")
     return _condition(field, COMPLEX_OPS[op], value, where)
 
 
@@ -406,8 +376,8 @@ def _sort_keys(specs: list[str], where: str) -> list[tuple[str, bool]]:
         field, _, direction = spec.partition(":")
         direction = direction or "asc"
         if field not in SCALAR_FIELDS or direction not in ("asc", "desc"):
-            raise _fail(where, f"{spec!r} is not field:asc or field:desc over "
-                               f"{', '.join(SCALAR_FIELDS)}")
+            raise fail(where, f"{spec!r} is not field:asc or field:desc over "
+                              f"{', '.join(SCALAR_FIELDS)}")
         sorts.append((field, direction == "desc"))
     return sorts or [("timestamp", True)]
 
@@ -426,9 +396,9 @@ def _limit(value: Any, where: str) -> int | None:
     try:
         limit = int(value)
     except (TypeError, ValueError):
-        raise _fail(where, f"{value!r} is not a positive integer") from None
+        raise fail(where, f"{value!r} is not a positive integer") from None
     if limit < 1:
-        raise _fail(where, f"{value!r} is not a positive integer")
+        raise fail(where, f"{value!r} is not a positive integer")
     return limit
 
 
@@ -440,20 +410,11 @@ def _page(items: list[dict[str, Any]], key: str, marker: str | None,
                 items = items[i + 1:]
                 break
         else:
-            raise _fail("marker", f"invalid marker {marker!r}: no such {key}")
+            raise fail("marker", f"invalid marker {marker!r}: no such {key}")
     return items[:limit] if limit else items
 
 
 # -- the app ---------------------------------------------------------------------------------
-
-def _aodh_error(status: int, message: str, field: str | None = None) -> tuple[Response, int]:
-    body: dict[str, Any] = {"error": message}
-    if field:
-        body["field"] = field
-    body["error_message"] = {"faultcode": "Client" if status < 500 else "Server",
-                             "faultstring": message, "debuginfo": None}
-    return jsonify(body), status
-
 
 def create_app(service: EmbeddedNotifier, token: str = "") -> Flask:
     """The Notifier's Flask app; with ``token``, ``POST /v1/events`` requires it.
@@ -467,11 +428,11 @@ def create_app(service: EmbeddedNotifier, token: str = "") -> Flask:
     # Aodh's error shape too: aodhclient shows error_message.faultstring to its user.
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError) -> tuple[Response, int]:
-        return _aodh_error(error.status, error.message, error.field)
+        return aodh_error(error.status, error.message, error.field)
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> tuple[Response, int]:
-        return _aodh_error(error.code or 500, error.description or error.name)
+        return aodh_error(error.code or 500, error.description or error.name)
 
     def visible(alarm_id: str, caller: Caller) -> dict[str, Any]:
         alarm = service.get_alarm(alarm_id)
@@ -492,7 +453,7 @@ def create_app(service: EmbeddedNotifier, token: str = "") -> Flask:
         body = json_body()
         items = [body] if isinstance(body, dict) else body
         if not isinstance(items, list):
-            raise _fail("body", "must be a JSON list of events in Ceilometer's format")
+            raise fail("body", "must be a JSON list of events in Ceilometer's format")
         try:
             events = [parse_ceilometer_event(e, f"body[{i}]") for i, e in enumerate(items)]
         except EventError as exc:
@@ -530,19 +491,19 @@ def create_app(service: EmbeddedNotifier, token: str = "") -> Flask:
         caller = current_caller()
         body = json_body()
         if not isinstance(body, dict):
-            raise _fail("body", "must be a JSON object {filter, orderby, limit}")
+            raise fail("body", "must be a JSON object {filter, orderby, limit}")
         expr = body.get("filter")
         orderby = body.get("orderby")
         try:
             expr = json.loads(expr) if isinstance(expr, str) else expr
             orderby = json.loads(orderby) if isinstance(orderby, str) else orderby
         except ValueError as exc:
-            raise _fail("filter", f"not valid JSON ({exc})") from None
+            raise fail("filter", f"not valid JSON ({exc})") from None
         check = complex_filter(expr) if expr else (lambda alarm: True)
         sorts = []
         for i, item in enumerate(orderby or []):
             if not isinstance(item, dict) or len(item) != 1:
-                raise _fail(f"orderby[{i}]", "must be {field: asc|desc}")
+                raise fail(f"orderby[{i}]", "must be {field: asc|desc}")
             ((field, direction),) = item.items()
             sorts += _sort_keys([f"{field.lower()}:{str(direction).lower()}"], f"orderby[{i}]")
         found = [a for a in service.list_alarms() if caller.may_see(a) and check(a)]
@@ -590,8 +551,8 @@ def create_app(service: EmbeddedNotifier, token: str = "") -> Flask:
         visible(alarm_id, caller)
         state = json_body()
         if state not in STATES:
-            raise _fail("state", f"{state!r} is not one of {', '.join(STATES)} (send a JSON "
-                                 f'string, e.g. "ok")')
+            raise fail("state", f"{state!r} is not one of {', '.join(STATES)} (send a JSON "
+                                f'string, e.g. "ok")')
         try:
             return jsonify(service.set_state(alarm_id, state, caller.user_id,
                                              caller.project_id))
@@ -611,8 +572,8 @@ def create_app(service: EmbeddedNotifier, token: str = "") -> Flask:
             field, _, direction = spec.partition(":")
             if field not in ("timestamp", "type", "event_id") or direction not in ("", "asc",
                                                                                   "desc"):
-                raise _fail("sort", f"{spec!r} is not timestamp, type or event_id "
-                                    "with :asc or :desc")
+                raise fail("sort", f"{spec!r} is not timestamp, type or event_id "
+                                   "with :asc or :desc")
             entries.sort(key=_history_key(field), reverse=direction == "desc")
         return jsonify(_page(entries, "event_id", request.args.get("marker"),
                              _limit(request.args.get("limit"), "limit")))
