@@ -20,6 +20,10 @@ sends them). An alarm belongs to the caller's project; only a caller with
 the ``admin`` role may name another project, or see other projects' alarms.
 Errors are JSON with ``error`` and ``field``, plus Aodh's
 ``error_message.faultstring``, which is what aodhclient shows.
+
+This module holds the routes; what they rely on is elsewhere: the caller in
+``notifier.caller``, the errors' shape in ``notifier.errors``, an alarm body's
+checks in ``notifier.validation``, filters, sorts and pages in ``notifier.query``.
 """
 
 from __future__ import annotations
