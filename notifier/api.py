@@ -20,426 +20,37 @@ sends them). An alarm belongs to the caller's project; only a caller with
 the ``admin`` role may name another project, or see other projects' alarms.
 Errors are JSON with ``error`` and ``field``, plus Aodh's
 ``error_message.faultstring``, which is what aodhclient shows.
+
+This module holds the routes; what they rely on is elsewhere: the caller in
+``notifier.caller``, the errors' shape in ``notifier.errors``, an alarm body's
+checks in ``notifier.validation``, filters, sorts and pages in ``notifier.query``.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
-import re
-import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from doctor import clock
 from doctor.api import TOKEN_HEADER, ApiError, json_app, json_body
 from doctor.events import EventError, parse_ceilometer_event
 from notifier.base import PublishError
+from notifier.caller import Caller, current_caller
 from notifier.embedded import AlarmConflict, AlarmNotFound, EmbeddedNotifier
-from notifier.evaluator import OPERATORS, QUERY_TYPES, STATES, utc_iso
-
-SEVERITIES = ("low", "moderate", "critical")
-# Aodh's other alarm types: known, refused with a clear message rather than "unknown".
-OTHER_TYPES = ("threshold", "gnocchi_resources_threshold",
-               "gnocchi_aggregation_by_metrics_threshold",
-               "gnocchi_aggregation_by_resources_threshold", "composite", "prometheus",
-               "loadbalancer_member_health")
-ACTION_FIELDS = ("alarm_actions", "ok_actions", "insufficient_data_actions")
-ALARM_FIELDS = ("alarm_id", "name", "description", "type", "event_rule", "state",
-                "state_reason", "severity", "enabled", "repeat_actions", *ACTION_FIELDS,
-                "time_constraints", "project_id", "user_id", "timestamp", "state_timestamp")
-READ_ONLY = ("alarm_id", "timestamp", "state_timestamp", "state_reason", "evaluate_timestamp")
-SCALAR_FIELDS = ("alarm_id", "name", "description", "type", "state", "state_reason",
-                 "severity", "enabled", "repeat_actions", "project_id", "user_id", "timestamp",
-                 "state_timestamp")
-QUERY_FIELD_RE = re.compile(r"^[A-Za-z0-9_.',-]+$")  # the characters Aodh allows in a field
-MAX_NAME = 255
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who is asking, as Aodh's noauth mode takes it from the request headers."""
-
-    user_id: str
-    project_id: str
-    roles: frozenset[str]
-
-    @property
-    def is_admin(self) -> bool:
-        return "admin" in self.roles
-
-    def may_see(self, alarm: dict[str, Any]) -> bool:
-        return self.is_admin or alarm.get("project_id") == self.project_id
-
-
-def current_caller() -> Caller:
-    project = request.headers.get("X-Project-Id", "").strip()
-    if not project:
-        raise ApiError(401, "X-Project-Id header required (Aodh's noauth mode: aodhclient "
-                            "--os-auth-type aodh-noauth --project-id ... sends it)",
-                       "X-Project-Id")
-    roles = {r.strip().lower() for r in request.headers.get("X-Roles", "").split(",")}
-    return Caller(request.headers.get("X-User-Id", "").strip(), project,
-                  frozenset(r for r in roles if r))
-
-
-def _fail(field: str, problem: str, status: int = 400) -> ApiError:
-    return ApiError(status, f"{field}: {problem}", field)
-
-
-# -- validation of an alarm body ------------------------------------------------------------
-
-def _text(body: dict[str, Any], key: str, required: bool = False,
-          default: str | None = None) -> str | None:
-    value = body.get(key)
-    if value is None:
-        if required:
-            raise _fail(key, "required")
-        return default
-    if not isinstance(value, str):
-        raise _fail(key, f"must be a string, got {type(value).__name__}")
-    return value
-
-
-def _flag(body: dict[str, Any], key: str, default: bool) -> bool:
-    value = body.get(key)
-    if value is None:
-        return default
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise _fail(key, f"must be true or false, got {value!r}")
-
-
-def _choice(body: dict[str, Any], key: str, choices: tuple[str, ...], default: str) -> str:
-    value = _text(body, key, default=default)
-    if value not in choices:
-        raise _fail(key, f"{value!r} is not one of {', '.join(choices)}")
-    return value
-
-
-def action_url(value: Any, where: str) -> str:
-    """An alarm action URL: only http and https are supported (no log://, trust+http://)."""
-    if not isinstance(value, str) or not value.strip():
-        raise _fail(where, "must be a non-empty URL string")
-    try:
-        parts = urlsplit(value.strip())
-        parts.port  # noqa: B018  (raises ValueError on a bad port)
-    except ValueError as exc:
-        raise _fail(where, f"not a valid URL ({exc})") from None
-    if parts.scheme not in ("http", "https"):
-        raise _fail(where, f"unsupported action scheme {parts.scheme or '(none)'!r}: this "
-                           "notifier sends http:// and https:// actions only")
-    if not parts.hostname:
-        raise _fail(where, "the URL has no host")
-    return value.strip()
-
-
-def _actions(body: dict[str, Any], key: str) -> list[str]:
-    value = body.get(key)
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise _fail(key, "must be a list of URLs")
-    urls = [action_url(item, f"{key}[{i}]") for i, item in enumerate(value)]
-    if len(set(urls)) != len(urls):
-        raise _fail(key, "duplicate actions are found")
-    return urls
-
-
-def _query_value(value: Any, where: str) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, str):
-        return value
-    raise _fail(where, "required, a string or a number")
-
-
-def _check_typed(value: str, type_: str, where: str) -> None:
-    try:
-        if type_ == "integer":
-            int(value)
-        elif type_ == "float":
-            float(value)
-        elif type_ == "datetime":
-            clock.parse_iso(value)
-        elif type_ == "boolean" and value.lower() not in ("true", "false"):
-            raise ValueError("expected true or false")
-    except ValueError:
-        raise _fail(where, f"{value!r} is not a valid {type_}") from None
-
-
-def validate_query(query: Any, where: str = "event_rule.query") -> list[dict[str, str]]:
-    """An event rule's conditions, normalized to ``{"field", "op", "value", "type"}``."""
-    if query is None:
-        return []
-    if not isinstance(query, list):
-        raise _fail(where, "must be a list of {field, op, value} conditions")
-    conditions = []
-    for i, item in enumerate(query):
-        at = f"{where}[{i}]"
-        if not isinstance(item, dict):
-            raise _fail(at, "must be an object {field, op, value}")
-        unknown = sorted(set(item) - {"field", "op", "value", "type"})
-        if unknown:
-            raise _fail(f"{at}.{unknown[0]}", "unknown attribute")
-        field = item.get("field")
-        if (not isinstance(field, str) or not QUERY_FIELD_RE.match(field)
-                or field == "traits." or field.endswith(".")):
-            raise _fail(f"{at}.field", f"{field!r} is not a field such as traits.instance_id")
-        op = item.get("op") or "eq"
-        if op not in OPERATORS:
-            raise _fail(f"{at}.op", f"{op!r} is not one of {', '.join(OPERATORS)}")
-        value = _query_value(item.get("value"), f"{at}.value")
-        type_ = item.get("type") or ""
-        if type_ not in QUERY_TYPES:
-            raise _fail(f"{at}.type", f"{type_!r} is not one of "
-                                      f"{', '.join(t for t in QUERY_TYPES if t)}")
-        if type_:
-            _check_typed(value, type_, f"{at}.value")
-        conditions.append({"field": field, "op": op, "value": value, "type": type_})
-    return conditions
-
-
-def validate_event_rule(rule: Any) -> dict[str, Any]:
-    if not isinstance(rule, dict):
-        raise _fail("event_rule", "required for an event alarm: "
-                                  "{event_type, query: [{field, op, value}]}")
-    unknown = sorted(set(rule) - {"event_type", "query"})
-    if unknown:
-        raise _fail(f"event_rule.{unknown[0]}", "unknown attribute")
-    event_type = rule.get("event_type")
-    if not isinstance(event_type, str) or not event_type.strip():
-        raise _fail("event_rule.event_type", "required, an event type or a shell wildcard "
-                                             "such as compute.instance.*")
-    return {"event_type": event_type.strip(), "query": validate_query(rule.get("query"))}
-
-
-def validate_alarm(body: Any, caller: Caller, current: dict[str, Any] | None = None,
-                   now: float | None = None) -> dict[str, Any]:
-    """The alarm to store, from a create body or (with ``current``) an update body.
-
-    Raises ApiError 400 naming the field, or 401 when a non-admin names another
-    project or user. An update keeps what the body leaves out.
-    """
-    if not isinstance(body, dict):
-        raise _fail("body", "must be a JSON object (an alarm)")
-    known = set(ALARM_FIELDS) | set(READ_ONLY) | {f"{t}_rule" for t in OTHER_TYPES}
-    unknown = sorted(set(body) - known)
-    if unknown:
-        raise _fail(unknown[0], "unknown attribute for an alarm")
-    if current is not None:
-        body = {**current, **{k: v for k, v in body.items() if k not in READ_ONLY}}
-    type_ = _text(body, "type", required=True)
-    if type_ in OTHER_TYPES:
-        raise _fail("type", f"{type_!r} alarms are not supported: this notifier evaluates "
-                            "event alarms only (type=event)")
-    if type_ != "event":
-        raise _fail("type", f"unknown alarm type {type_!r}; this notifier supports 'event'")
-    for other in OTHER_TYPES:
-        if body.get(f"{other}_rule") not in (None, {}, []):
-            raise _fail(f"{other}_rule", "does not apply to an event alarm; give event_rule")
-    name = _text(body, "name", required=True) or ""
-    if not name.strip() or len(name) > MAX_NAME:
-        raise _fail("name", f"must be 1 to {MAX_NAME} characters")
-    rule = validate_event_rule(body.get("event_rule"))
-    project = _text(body, "project_id", default=caller.project_id) or caller.project_id
-    user = _text(body, "user_id", default=caller.user_id) or caller.user_id
-    if not caller.is_admin:
-        owner = current.get("project_id") if current is not None else caller.project_id
-        if project != owner:
-            raise _fail("project_id", f"Not Authorized to access project {project}", 401)
-        if current is None and user != caller.user_id:
-            raise _fail("user_id", f"Not Authorized to access user {user}", 401)
-    constraints = body.get("time_constraints")
-    if constraints not in (None, []):
-        if not isinstance(constraints, list):
-            raise _fail("time_constraints", "must be a list")
-        raise _fail("time_constraints", "not supported by the embedded notifier: an event "
-                                        "alarm here is evaluated at any time")
-    stamp = utc_iso(clock.now() if now is None else now)
-    state = _choice(body, "state", STATES, "insufficient data")
-    data = {
-        "alarm_id": current["alarm_id"] if current is not None else str(uuid.uuid4()),
-        "name": name,
-        "description": _text(body, "description")
-        or f"Alarm when {rule['event_type']} event occurred.",
-        "type": "event",
-        "event_rule": rule,
-        "state": state,
-        "state_reason": "Not evaluated yet",
-        "severity": _choice(body, "severity", SEVERITIES, "low"),
-        "enabled": _flag(body, "enabled", True),
-        "repeat_actions": _flag(body, "repeat_actions", False),
-        **{key: _actions(body, key) for key in ACTION_FIELDS},
-        "time_constraints": [],
-        "project_id": project,
-        "user_id": user,
-        "timestamp": stamp,
-        "state_timestamp": stamp,
-    }
-    if current is not None:
-        if state == current["state"]:
-            data["state_reason"] = current.get("state_reason", "")
-            data["state_timestamp"] = current.get("state_timestamp", stamp)
-        else:
-            data["state_reason"] = "Manually set via API"
-    return data
-
-
-# -- listing: Aodh's simple q.field/q.op/q.value queries and its complex query ---------------
-
-def _comparable(alarm_value: Any, given: Any) -> tuple[Any, Any]:
-    """Both sides as one type: booleans for enabled/repeat_actions, text otherwise."""
-    if isinstance(alarm_value, bool):
-        if isinstance(given, bool):
-            return alarm_value, given
-        text = str(given).lower()
-        if text not in ("true", "false"):
-            raise ValueError(f"{given!r} is not true or false")
-        return alarm_value, text == "true"
-    return ("" if alarm_value is None else str(alarm_value)), str(given)
-
-
-def _condition(field: str, op: str, given: Any, where: str) -> Callable[[dict[str, Any]], bool]:
-    if field not in SCALAR_FIELDS:
-        raise _fail(where, f"cannot filter on {field!r}; fields: {', '.join(SCALAR_FIELDS)}")
-    compare = OPERATORS[op]
-    if field in ("enabled", "repeat_actions"):
-        try:
-            _comparable(True, given)
-        except ValueError as exc:
-            raise _fail(where, str(exc)) from None
-
-    def check(alarm: dict[str, Any]) -> bool:
-        left, right = _comparable(alarm.get(field), given)
-        return bool(compare(left, right))
-
-    return check
-
-
-def simple_filters(caller: Caller) -> tuple[list[Callable[[dict[str, Any]], bool]], bool]:
-    """The ``q.*`` conditions of a list request, and whether it spans all projects."""
-    fields = request.args.getlist("q.field")
-    ops = request.args.getlist("q.op")
-    values = request.args.getlist("q.value")
-    if len(values) != len(fields) or (ops and len(ops) != len(fields)):
-        raise _fail("q", "every q.field needs a q.value (and a q.op, or none at all)")
-    checks = []
-    all_projects = False
-    for i, field in enumerate(fields):
-        op = ops[i] if ops else "eq"
-        if op not in OPERATORS:
-            raise _fail(f"q.op[{i}]", f"{op!r} is not one of {', '.join(OPERATORS)}")
-        if field == "all_projects":
-            all_projects = values[i].lower() == "true"
-            if all_projects and not caller.is_admin:
-                raise _fail("q.field", "all_projects=true needs the admin role", 401)
-            continue
-        checks.append(_condition(field, op, values[i], f"q.field[{i}]"))
-        if field == "project_id" and caller.is_admin:
-            all_projects = True  # an admin naming a project looks there, not in its own
-    return checks, all_projects
-
-
-COMPLEX_OPS = {"=": "eq", "==": "eq", "eq": "eq", "!=": "ne", "ne": "ne", "<": "lt",
-               "lt": "lt", "<=": "le", "=<": "le", "le": "le", ">": "gt", "gt": "gt",
-               ">=": "ge", "=>": "ge", "ge": "ge"}
-
-
-def complex_filter(expr: Any, where: str = "filter") -> Callable[[dict[str, Any]], bool]:
-    """Aodh's complex query filter (``{"and": [{"=": {"name": "x"}}, ...]}``) as a predicate."""
-    if not isinstance(expr, dict) or len(expr) != 1:
-        raise _fail(where, "each expression is one {operator: operand} object")
-    ((op, operand),) = expr.items()
-    op = op.lower()
-    if op in ("and", "or"):
-        if not isinstance(operand, list) or not operand:
-            raise _fail(where, f"{op!r} takes a non-empty list of expressions")
-        parts = [complex_filter(e, f"{where}.{op}[{i}]") for i, e in enumerate(operand)]
-        combine = all if op == "and" else any
-        return lambda alarm: combine(part(alarm) for part in parts)
-    if op == "not":
-        inner = complex_filter(operand, f"{where}.not")
-        return lambda alarm: not inner(alarm)
-    if not isinstance(operand, dict) or len(operand) != 1:
-        raise _fail(where, f"{op!r} takes one {{field: value}}")
-    ((field, value),) = operand.items()
-    field = field.lower()
-    if op == "in":
-        if not isinstance(value, list):
-            raise _fail(where, "'in' takes a list of values")
-        options = [_condition(field, "eq", v, where) for v in value]
-        return lambda alarm: any(option(alarm) for option in options)
-    if op not in COMPLEX_OPS:
-        raise _fail(where, f"unknown operator {op!r}")
-    return _condition(field, COMPLEX_OPS[op], value, where)
-
-
-def _sort_value(value: Any) -> Any:
-    return value if isinstance(value, bool) else ("" if value is None else str(value))
-
-
-def _sorted(alarms: list[dict[str, Any]], sorts: list[tuple[str, bool]]) -> list[dict[str, Any]]:
-    ordered = sorted(alarms, key=lambda a: a["alarm_id"])
-    for field, descending in reversed(sorts):  # stable sorts, the last key first
-        ordered.sort(key=lambda a, f=field: _sort_value(a.get(f)), reverse=descending)
-    return ordered
-
-
-def _sort_keys(specs: list[str], where: str) -> list[tuple[str, bool]]:
-    sorts = []
-    for spec in specs:
-        field, _, direction = spec.partition(":")
-        direction = direction or "asc"
-        if field not in SCALAR_FIELDS or direction not in ("asc", "desc"):
-            raise _fail(where, f"{spec!r} is not field:asc or field:desc over "
-                               f"{', '.join(SCALAR_FIELDS)}")
-        sorts.append((field, direction == "desc"))
-    return sorts or [("timestamp", True)]
-
-
-def _limit(value: Any, where: str) -> int | None:
-    if value in (None, ""):
-        return None
-    try:
-        limit = int(value)
-    except (TypeError, ValueError):
-        raise _fail(where, f"{value!r} is not a positive integer") from None
-    if limit < 1:
-        raise _fail(where, f"{value!r} is not a positive integer")
-    return limit
-
-
-def _page(items: list[dict[str, Any]], key: str, marker: str | None,
-          limit: int | None) -> list[dict[str, Any]]:
-    if marker:
-        for i, item in enumerate(items):
-            if item[key] == marker:
-                items = items[i + 1:]
-                break
-        else:
-            raise _fail("marker", f"invalid marker {marker!r}: no such {key}")
-    return items[:limit] if limit else items
-
-
-# -- the app ---------------------------------------------------------------------------------
-
-def _aodh_error(status: int, message: str, field: str | None = None) -> tuple[Response, int]:
-    body: dict[str, Any] = {"error": message}
-    if field:
-        body["field"] = field
-    body["error_message"] = {"faultcode": "Client" if status < 500 else "Server",
-                             "faultstring": message, "debuginfo": None}
-    return jsonify(body), status
+from notifier.errors import aodh_error, fail
+from notifier.evaluator import STATES
+from notifier.query import (
+    complex_query,
+    page,
+    parse_limit,
+    simple_filters,
+    sort_alarms,
+    sort_history,
+    sort_keys,
+)
+from notifier.validation import validate_alarm
 
 
 def create_app(service: EmbeddedNotifier, token: str = "") -> Flask:
@@ -454,11 +65,11 @@ def create_app(service: EmbeddedNotifier, token: str = "") -> Flask:
     # Aodh's error shape too: aodhclient shows error_message.faultstring to its user.
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError) -> tuple[Response, int]:
-        return _aodh_error(error.status, error.message, error.field)
+        return aodh_error(error.status, error.message, error.field)
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> tuple[Response, int]:
-        return _aodh_error(error.code or 500, error.description or error.name)
+        return aodh_error(error.code or 500, error.description or error.name)
 
     def visible(alarm_id: str, caller: Caller) -> dict[str, Any]:
         alarm = service.get_alarm(alarm_id)
@@ -479,7 +90,7 @@ def create_app(service: EmbeddedNotifier, token: str = "") -> Flask:
         body = json_body()
         items = [body] if isinstance(body, dict) else body
         if not isinstance(items, list):
-            raise _fail("body", "must be a JSON list of events in Ceilometer's format")
+            raise fail("body", "must be a JSON list of events in Ceilometer's format")
         try:
             events = [parse_ceilometer_event(e, f"body[{i}]") for i, e in enumerate(items)]
         except EventError as exc:
@@ -503,38 +114,21 @@ def create_app(service: EmbeddedNotifier, token: str = "") -> Flask:
     @app.get("/v2/alarms")
     def list_alarms() -> Response:
         caller = current_caller()
-        checks, all_projects = simple_filters(caller)
-        sorts = _sort_keys(request.args.getlist("sort"), "sort")
-        limit = _limit(request.args.get("limit"), "limit")
+        checks, all_projects = simple_filters(request.args, caller)
+        sorts = sort_keys(request.args.getlist("sort"), "sort")
+        limit = parse_limit(request.args.get("limit"), "limit")
         found = [a for a in service.list_alarms()
                  if (all_projects or a.get("project_id") == caller.project_id)
                  and caller.may_see(a) and all(check(a) for check in checks)]
-        return jsonify(_page(_sorted(found, sorts), "alarm_id", request.args.get("marker"),
-                             limit))
+        return jsonify(page(sort_alarms(found, sorts), "alarm_id", request.args.get("marker"),
+                            limit))
 
     @app.post("/v2/query/alarms")
     def query_alarms() -> Response:
         caller = current_caller()
-        body = json_body()
-        if not isinstance(body, dict):
-            raise _fail("body", "must be a JSON object {filter, orderby, limit}")
-        expr = body.get("filter")
-        orderby = body.get("orderby")
-        try:
-            expr = json.loads(expr) if isinstance(expr, str) else expr
-            orderby = json.loads(orderby) if isinstance(orderby, str) else orderby
-        except ValueError as exc:
-            raise _fail("filter", f"not valid JSON ({exc})") from None
-        check = complex_filter(expr) if expr else (lambda alarm: True)
-        sorts = []
-        for i, item in enumerate(orderby or []):
-            if not isinstance(item, dict) or len(item) != 1:
-                raise _fail(f"orderby[{i}]", "must be {field: asc|desc}")
-            ((field, direction),) = item.items()
-            sorts += _sort_keys([f"{field.lower()}:{str(direction).lower()}"], f"orderby[{i}]")
+        check, sorts, limit = complex_query(json_body())
         found = [a for a in service.list_alarms() if caller.may_see(a) and check(a)]
-        return jsonify(_page(_sorted(found, sorts or [("timestamp", True)]), "alarm_id", None,
-                             _limit(body.get("limit"), "limit")))
+        return jsonify(page(sort_alarms(found, sorts), "alarm_id", None, limit))
 
     @app.get("/v2/alarms/<alarm_id>")
     def show_alarm(alarm_id: str) -> Response:
@@ -577,8 +171,8 @@ def create_app(service: EmbeddedNotifier, token: str = "") -> Flask:
         visible(alarm_id, caller)
         state = json_body()
         if state not in STATES:
-            raise _fail("state", f"{state!r} is not one of {', '.join(STATES)} (send a JSON "
-                                 f'string, e.g. "ok")')
+            raise fail("state", f"{state!r} is not one of {', '.join(STATES)} (send a JSON "
+                                f'string, e.g. "ok")')
         try:
             return jsonify(service.set_state(alarm_id, state, caller.user_id,
                                              caller.project_id))
@@ -593,16 +187,9 @@ def create_app(service: EmbeddedNotifier, token: str = "") -> Flask:
             raise ApiError(404, f"Alarm {alarm_id} not found", "alarm_id")
         # A deleted alarm's history stays readable, but only for its own project.
         entries = service.history(alarm_id, None if caller.is_admin else caller.project_id)
-        sorts = request.args.getlist("sort") or ["timestamp:desc"]
-        for spec in reversed(sorts):
-            field, _, direction = spec.partition(":")
-            if field not in ("timestamp", "type", "event_id") or direction not in ("", "asc",
-                                                                                  "desc"):
-                raise _fail("sort", f"{spec!r} is not timestamp, type or event_id "
-                                    "with :asc or :desc")
-            entries.sort(key=lambda e, f=field: e.get(f) or "", reverse=direction == "desc")
-        return jsonify(_page(entries, "event_id", request.args.get("marker"),
-                             _limit(request.args.get("limit"), "limit")))
+        return jsonify(page(sort_history(entries, request.args.getlist("sort")), "event_id",
+                            request.args.get("marker"),
+                            parse_limit(request.args.get("limit"), "limit")))
 
     return app
 
