@@ -6,6 +6,8 @@ import abc
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from doctor.lifecycle import Part
+
 
 @dataclass(frozen=True)
 class Notification:
@@ -22,16 +24,9 @@ class Notification:
         return asdict(self)
 
 
-class Consumer(abc.ABC):
-    """Listens for the Notifier's alarm actions about the VMs it runs."""
-
-    @abc.abstractmethod
-    def start(self) -> None:
-        """Begin listening, in the background."""
-
-    @abc.abstractmethod
-    def stop(self) -> None:
-        """Stop listening and finish or drop pending work, within a bounded time."""
+class Consumer(Part):
+    """Listens for the Notifier's alarm actions about the VMs it runs; ``stop`` finishes or
+    drops pending work."""
 
     @abc.abstractmethod
     def notifications(self, since: float | None = None) -> list[Notification]:

@@ -8,8 +8,8 @@ Nova's names and meanings: ``force_down`` is ``services.force_down``
 from __future__ import annotations
 
 import abc
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, fields
+from typing import Any, TypeVar
 
 # Nova's vm_state values; reset_state accepts any of them.
 VM_STATES = ("active", "building", "paused", "suspended", "stopped", "rescued", "resized",
@@ -17,8 +17,22 @@ VM_STATES = ("active", "building", "paused", "suspended", "stopped", "rescued", 
 HOST_UP, HOST_DOWN, HOST_UNKNOWN = "UP", "DOWN", "UNKNOWN"
 
 
+R = TypeVar("R", bound="_Record")
+
+
+class _Record:
+    """A frozen dataclass as the REST API's JSON object, and back (extra keys ignored)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[R], data: dict[str, Any]) -> R:
+        return cls(**{f.name: data[f.name] for f in fields(cls)})  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
-class Server:
+class Server(_Record):
     """A VM as the Controller knows it; ``state`` is Nova's vm_state ("active", "error", ...)."""
 
     id: str
@@ -27,28 +41,16 @@ class Server:
     host: str
     state: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Server:
-        return cls(id=data["id"], name=data["name"], project_id=data["project_id"],
-                   host=data["host"], state=data["state"])
-
 
 @dataclass(frozen=True)
-class Host:
+class Host(_Record):
     """A compute host; ``forced_down`` is Nova's forced_down flag of its compute service."""
 
     name: str
     forced_down: bool
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Host:
-        return cls(name=data["name"], forced_down=bool(data["forced_down"]))
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "forced_down", bool(self.forced_down))
 
 
 class ControllerError(RuntimeError):

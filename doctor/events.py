@@ -130,18 +130,19 @@ def instance_update(instance_id: str, state: str, host: str, project_id: str,
     Aodh matches an alarm only to events whose ``project_id`` or ``tenant_id``
     trait is the alarm's project, so both are set.
     """
+    return ceilometer_event(INSTANCE_UPDATE, at, instance_id=instance_id, state=state,
+                            host=host, project_id=project_id, tenant_id=project_id)
+
+
+def ceilometer_event(event_type: str, at: float | None, **string_traits: str) -> dict[str, Any]:
+    """An event in Ceilometer's format: a new message id, ``generated`` at ``at`` (now by
+    default), and string traits in the order given."""
     return {
         "message_id": str(uuid.uuid4()),
-        "event_type": INSTANCE_UPDATE,
+        "event_type": event_type,
         "generated": clock.isoformat(clock.now() if at is None else at),
         "raw": {},
-        "traits": [
-            ["instance_id", TRAIT_STRING, instance_id],
-            ["state", TRAIT_STRING, state],
-            ["host", TRAIT_STRING, host],
-            ["project_id", TRAIT_STRING, project_id],
-            ["tenant_id", TRAIT_STRING, project_id],
-        ],
+        "traits": [[name, TRAIT_STRING, value] for name, value in string_traits.items()],
     }
 
 
@@ -156,21 +157,9 @@ def vim_status_update(vim_id: str, name: str, status: str, previous_status: str,
     states are; ``project`` is the VIM's own project (project_name), ``project_id`` and
     ``tenant_id`` the project whose alarms may see the event.
     """
-    return {
-        "message_id": str(uuid.uuid4()),
-        "event_type": VIM_STATUS_UPDATE,
-        "generated": clock.isoformat(clock.now() if at is None else at),
-        "raw": {},
-        "traits": [
-            ["vim_id", TRAIT_STRING, vim_id],
-            ["name", TRAIT_STRING, name],
-            ["status", TRAIT_STRING, status.lower()],
-            ["previous_status", TRAIT_STRING, previous_status.lower()],
-            ["project", TRAIT_STRING, project],
-            ["project_id", TRAIT_STRING, project_id],
-            ["tenant_id", TRAIT_STRING, project_id],
-        ],
-    }
+    return ceilometer_event(VIM_STATUS_UPDATE, at, vim_id=vim_id, name=name,
+                            status=status.lower(), previous_status=previous_status.lower(),
+                            project=project, project_id=project_id, tenant_id=project_id)
 
 
 def traits(event: dict[str, Any]) -> dict[str, Any]:

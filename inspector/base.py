@@ -14,19 +14,13 @@ import abc
 from typing import Any
 
 from doctor.events import HostEvent
+from doctor.lifecycle import Part
 
 
-class Inspector(abc.ABC):
-    """Event intake, the host -> VM map, and fault handling."""
-
-    @abc.abstractmethod
-    def start(self) -> None:
-        """Load the host map and resume the events accepted but not finished, in the
-        background."""
-
-    @abc.abstractmethod
-    def stop(self) -> None:
-        """Stop handling, within a bounded time; what was accepted stays to be resumed."""
+class Inspector(Part):
+    """Event intake, the host -> VM map, and fault handling. ``start`` loads the host map
+    and resumes the events accepted but not finished; after ``stop``, what was accepted
+    stays in the event log, to be resumed."""
 
     @abc.abstractmethod
     def submit(self, events: list[HostEvent]) -> tuple[list[HostEvent], list[HostEvent]]:

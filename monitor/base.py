@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import abc
 
+from doctor.lifecycle import Part
 
-class Monitor(abc.ABC):
-    """Watches hosts and tells the Inspector when one goes down or comes back."""
 
-    @abc.abstractmethod
-    def start(self) -> None:
-        """Begin watching, in the background."""
-
-    @abc.abstractmethod
-    def stop(self) -> None:
-        """Stop watching; deliver what is already queued, within a bounded time."""
+class Monitor(Part):
+    """Watches hosts and tells the Inspector when one goes down or comes back; ``stop``
+    still delivers what is already queued."""
 
     @abc.abstractmethod
     def host_states(self) -> dict[str, str]:

@@ -13,19 +13,14 @@ import abc
 from collections.abc import Callable
 from typing import Any
 
+from doctor.lifecycle import Part
+
 PENDING, REACHABLE, UNREACHABLE = "PENDING", "REACHABLE", "UNREACHABLE"
 
 
-class VimMonitoring(abc.ABC):
-    """Runs the VIMs' monitors and writes their verdicts to the VIM store."""
-
-    @abc.abstractmethod
-    def start(self) -> VimMonitoring:
-        """Open the prober (CAP_NET_RAW) and start monitoring, in the background."""
-
-    @abc.abstractmethod
-    def stop(self) -> None:
-        """Stop every monitor, within a bounded time."""
+class VimMonitoring(Part):
+    """Runs the VIMs' monitors and writes their verdicts to the VIM store; ``start`` opens
+    the prober (RawSocketPermissionError without CAP_NET_RAW)."""
 
     @abc.abstractmethod
     def poke(self) -> None:
