@@ -12,7 +12,7 @@
 #
 # Run as root. Installed files go to /opt/doctor-testbed, data, logs and PIDs to
 # /var/lib/doctor-testbed (override with TESTBED_PREFIX / TESTBED_DATA). Facts behind the
-# choices: shared/design/OPENSTACK-TESTBED.md.
+# choices: tools/testbed/README.md, 'Why it is built this way'.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -25,7 +25,8 @@ PIDS=$DATA/pids
 RUN=$DATA/run
 STATE=$DATA/state.env
 
-# Pinned versions (OPENSTACK-TESTBED.md); the clients used by smoke.py share aodh's venv.
+# Pinned versions (why: tools/testbed/README.md, 'Why it is built this way'); the clients used
+# by smoke.py share aodh's venv.
 GUNICORN=gunicorn==27.0.1
 UV_VERSION=uv==0.13.9
 declare -A VENV_REQS=(
@@ -839,7 +840,8 @@ cmd_up() {
   wait_http nova-api "http://127.0.0.1:$NOVA_PORT/v2.1/flavors" 120 "${H[@]}"
   wait_http glance-api "http://127.0.0.1:$GLANCE_PORT/v2/images" 90 "${H[@]}"
   wait_http neutron-api "http://127.0.0.1:$NEUTRON_PORT/v2.0/networks" 120 "${H[@]}"
-  # Neutron's first port listing is slow; warm it up before Nova asks (OPENSTACK-TESTBED.md).
+  # Neutron's first port listing is slow; warm it up before Nova asks (tools/testbed/README.md,
+  # 'Why it is built this way').
   curl -m 20 -s -o /dev/null "${H[@]}" "http://127.0.0.1:$NEUTRON_PORT/v2.0/security-groups" || true
   wait_http aodh-api "http://127.0.0.1:$AODH_PORT/v2/alarms" 90 "${H[@]}"
   log "APIs answer ($(since "$t0") s)"
