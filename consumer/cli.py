@@ -6,10 +6,7 @@ import argparse
 import sys
 
 from consumer.config import ConsumerConfig
-from doctor import config as cfg
-from doctor.daemon import Daemon
-
-PROG = "doctor-consumer"
+from doctor.daemon import Daemon, daemon_parser
 
 EXAMPLES = """\
 examples:
@@ -29,15 +26,10 @@ config file (INI; every option below also goes in [consumer]):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG, description="Receive the Notifier's alarm actions (POST /failure), log and "
-                               "keep them; optionally recreate the failed VMs on a healthy host.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration-s", type=float, default=None,
-                        help="stop by itself after this many seconds (default: run until "
-                             "SIGTERM or Ctrl-C)")
-    cfg.add_common_flags(parser, ConsumerConfig)
-    return parser
+    return daemon_parser(
+        "doctor-consumer", ConsumerConfig,
+        "Receive the Notifier's alarm actions (POST /failure), log and keep them; optionally "
+        "recreate the failed VMs on a healthy host.", EXAMPLES, duration=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,6 +38,20 @@ LOG = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def daemon_parser(prog: str, config: type, description: str, epilog: str = "",
+                  duration: bool = False) -> argparse.ArgumentParser:
+    """A daemon's flags: ``--config-file``, ``--log-level``, one per option of ``config``
+    and, with ``duration``, ``--duration-s`` (stop by itself)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    if duration:
+        parser.add_argument("--duration-s", type=float, default=None,
+                            help="stop by itself after this many seconds (default: run until "
+                                 "SIGTERM or Ctrl-C)")
+    cfg.add_common_flags(parser, config)
+    return parser
+
+
 class Daemon:
     """One role's process: its flags, its config, what it started, and how it stops."""
 

@@ -7,9 +7,8 @@ import os
 import sys
 
 from controller.base import Controller
-from doctor import config as cfg
 from doctor import coordination, drivers
-from doctor.daemon import Daemon
+from doctor.daemon import Daemon, daemon_parser
 from inspector.config import InspectorConfig
 from notifier.base import EventPublisher
 
@@ -18,14 +17,12 @@ SERVICE_NAME = "InspectorWorker worker(0)"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="doctor-inspector",
-        description="Take Doctor host events from monitors (PUT /events), mark the host down "
-                    "in the controller, set its VMs to error and notify at once.",
-        epilog="example: doctor-inspector --token $TOKEN --controller-url "
-               "http://127.0.0.1:12347 --notifier-url http://127.0.0.1:8042")
-    cfg.add_common_flags(parser, InspectorConfig)
-    return parser
+    return daemon_parser(
+        "doctor-inspector", InspectorConfig,
+        "Take Doctor host events from monitors (PUT /events), mark the host down in the "
+        "controller, set its VMs to error and notify at once.",
+        "example: doctor-inspector --token $TOKEN --controller-url http://127.0.0.1:12347 "
+        "--notifier-url http://127.0.0.1:8042")
 
 
 def build_controller(config: InspectorConfig) -> Controller:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 
 from doctor import config as cfg
 from doctor import logs
-from doctor.daemon import Daemon
+from doctor.daemon import Daemon, daemon_parser
 from monitor.config import MonitorConfig, Target
 from monitor.icmp import RawSocketPermissionError
 
@@ -37,17 +37,12 @@ the same share_group (and coordination_url) split the targets between them.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="doctor-monitor",
-        description="Ping compute hosts with one raw ICMP socket and send Doctor events "
-                    "(compute.host.down / compute.host.up) to the Inspector. Needs CAP_NET_RAW.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = daemon_parser(
+        "doctor-monitor", MonitorConfig,
+        "Ping compute hosts with one raw ICMP socket and send Doctor events (compute.host.down "
+        "/ compute.host.up) to the Inspector. Needs CAP_NET_RAW.", EXAMPLES, duration=True)
     parser.add_argument("--target", action="append", default=[], metavar="HOSTNAME=ADDRESS",
                         help="a host to watch (repeatable), e.g. compute-1=198.18.0.10")
-    parser.add_argument("--duration-s", type=float, default=None,
-                        help="stop by itself after this many seconds (default: run until "
-                             "SIGTERM or Ctrl-C)")
-    cfg.add_common_flags(parser, MonitorConfig)
     return parser
 
 

@@ -36,20 +36,12 @@ from werkzeug.exceptions import HTTPException
 
 from doctor.api import TOKEN_HEADER, ApiError, json_app, json_body
 from doctor.events import EventError, parse_ceilometer_event
+from notifier import query
 from notifier.base import PublishError
 from notifier.caller import Caller, current_caller
 from notifier.embedded import AlarmConflict, AlarmNotFound, EmbeddedNotifier
 from notifier.errors import aodh_error, fail
 from notifier.evaluator import STATES
-from notifier.query import (
-    complex_query,
-    page,
-    parse_limit,
-    simple_filters,
-    sort_alarms,
-    sort_history,
-    sort_keys,
-)
 from notifier.validation import validate_alarm
 
 
@@ -114,21 +106,21 @@ def create_app(service: EmbeddedNotifier, token: str = "") -> Flask:
     @app.get("/v2/alarms")
     def list_alarms() -> Response:
         caller = current_caller()
-        checks, all_projects = simple_filters(request.args, caller)
-        sorts = sort_keys(request.args.getlist("sort"), "sort")
-        limit = parse_limit(request.args.get("limit"), "limit")
+        checks, all_projects = query.simple_filters(request.args, caller)
+        sorts = query.sort_keys(request.args.getlist("sort"), "sort")
+        limit = query.parse_limit(request.args.get("limit"), "limit")
         found = [a for a in service.list_alarms()
                  if (all_projects or a.get("project_id") == caller.project_id)
                  and caller.may_see(a) and all(check(a) for check in checks)]
-        return jsonify(page(sort_alarms(found, sorts), "alarm_id", request.args.get("marker"),
-                            limit))
+        return jsonify(query.page(query.sort_alarms(found, sorts), "alarm_id",
+                                  request.args.get("marker"), limit))
 
     @app.post("/v2/query/alarms")
     def query_alarms() -> Response:
         caller = current_caller()
-        check, sorts, limit = complex_query(json_body())
+        check, sorts, limit = query.complex_query(json_body())
         found = [a for a in service.list_alarms() if caller.may_see(a) and check(a)]
-        return jsonify(page(sort_alarms(found, sorts), "alarm_id", None, limit))
+        return jsonify(query.page(query.sort_alarms(found, sorts), "alarm_id", None, limit))
 
     @app.get("/v2/alarms/<alarm_id>")
     def show_alarm(alarm_id: str) -> Response:
@@ -187,9 +179,9 @@ def create_app(service: EmbeddedNotifier, token: str = "") -> Flask:
             raise ApiError(404, f"Alarm {alarm_id} not found", "alarm_id")
         # A deleted alarm's history stays readable, but only for its own project.
         entries = service.history(alarm_id, None if caller.is_admin else caller.project_id)
-        return jsonify(page(sort_history(entries, request.args.getlist("sort")), "event_id",
-                            request.args.get("marker"),
-                            parse_limit(request.args.get("limit"), "limit")))
+        entries = query.sort_history(entries, request.args.getlist("sort"))
+        return jsonify(query.page(entries, "event_id", request.args.get("marker"),
+                                  query.parse_limit(request.args.get("limit"), "limit")))
 
     return app
 

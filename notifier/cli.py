@@ -8,8 +8,7 @@ import sys
 
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from doctor import config as cfg
-from doctor.daemon import Daemon
+from doctor.daemon import Daemon, daemon_parser
 from notifier.config import NotifierConfig
 
 LOG = logging.getLogger("notifier")
@@ -44,15 +43,11 @@ config file (INI; every option below also goes in [notifier]):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="doctor-notifier",
-        description="The embedded Notifier: keeps event alarms (Aodh's /v2/alarms API and "
-                    "semantics), evaluates the events posted to /v1/events against them and "
-                    "POSTs the alarm actions, retrying while the Consumer is down. Stops on "
-                    "SIGTERM or Ctrl-C.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cfg.add_common_flags(parser, NotifierConfig)
-    return parser
+    return daemon_parser(
+        "doctor-notifier", NotifierConfig,
+        "The embedded Notifier: keeps event alarms (Aodh's /v2/alarms API and semantics), "
+        "evaluates the events posted to /v1/events against them and POSTs the alarm actions, "
+        "retrying while the Consumer is down. Stops on SIGTERM or Ctrl-C.", EXAMPLES)
 
 
 def main(argv: list[str] | None = None) -> int:

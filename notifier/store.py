@@ -14,45 +14,32 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import (
-    Column,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    and_,
-    bindparam,
-    delete,
-    insert,
-    select,
-    update,
-)
+import sqlalchemy as sa
 
 from doctor.store import make_engine
 
-metadata = MetaData()
+metadata = sa.MetaData()
 
-alarm_table = Table(
+alarm_table = sa.Table(
     "alarm", metadata,
-    Column("alarm_id", String(64), primary_key=True),
-    Column("project_id", String(255), index=True),
-    Column("name", String(255)),
-    Column("version", Integer, nullable=False),
-    Column("body", Text, nullable=False),
+    sa.Column("alarm_id", sa.String(64), primary_key=True),
+    sa.Column("project_id", sa.String(255), index=True),
+    sa.Column("name", sa.String(255)),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
 )
 
-history_table = Table(
+history_table = sa.Table(
     "alarm_history", metadata,
-    Column("event_id", String(64), primary_key=True),
-    Column("alarm_id", String(64), index=True, nullable=False),
-    Column("timestamp", String(32), nullable=False),
-    Column("type", String(32), nullable=False),
-    Column("detail", Text, nullable=False),
-    Column("user_id", String(255)),
-    Column("project_id", String(255)),
-    Column("on_behalf_of", String(255), index=True),
-    Column("severity", String(32)),
+    sa.Column("event_id", sa.String(64), primary_key=True),
+    sa.Column("alarm_id", sa.String(64), index=True, nullable=False),
+    sa.Column("timestamp", sa.String(32), nullable=False),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("user_id", sa.String(255)),
+    sa.Column("project_id", sa.String(255)),
+    sa.Column("on_behalf_of", sa.String(255), index=True),
+    sa.Column("severity", sa.String(32)),
 )
 
 HISTORY_FIELDS = ("event_id", "alarm_id", "timestamp", "type", "detail", "user_id",
@@ -70,13 +57,13 @@ class AlarmStore:
     def load_alarms(self) -> list[tuple[dict[str, Any], int]]:
         """Every stored alarm with its version."""
         with self.engine.connect() as conn:
-            rows = conn.execute(select(alarm_table.c.body, alarm_table.c.version)).all()
+            rows = conn.execute(sa.select(alarm_table.c.body, alarm_table.c.version)).all()
         return [(json.loads(body), version) for body, version in rows]
 
     def insert_alarm(self, alarm: dict[str, Any], version: int,
                      history: Iterable[dict[str, Any]] = ()) -> None:
         with self.engine.begin() as conn:
-            conn.execute(insert(alarm_table).values(_alarm_row(alarm, version)))
+            conn.execute(sa.insert(alarm_table).values(_alarm_row(alarm, version)))
             _insert_history(conn, history)
 
     def update_alarms(self, alarms: Iterable[tuple[dict[str, Any], int]],
@@ -91,23 +78,24 @@ class AlarmStore:
         with self.engine.begin() as conn:
             if rows:
                 statement = (
-                    update(alarm_table)
-                    .where(and_(alarm_table.c.alarm_id == bindparam("b_alarm_id"),
-                                alarm_table.c.version < bindparam("b_version")))
-                    .values(project_id=bindparam("b_project_id"), name=bindparam("b_name"),
-                            version=bindparam("b_version"), body=bindparam("b_body")))
+                    sa.update(alarm_table)
+                    .where(sa.and_(alarm_table.c.alarm_id == sa.bindparam("b_alarm_id"),
+                                   alarm_table.c.version < sa.bindparam("b_version")))
+                    .values(project_id=sa.bindparam("b_project_id"),
+                            name=sa.bindparam("b_name"), version=sa.bindparam("b_version"),
+                            body=sa.bindparam("b_body")))
                 conn.execute(statement, rows)
             _insert_history(conn, history)
 
     def delete_alarm(self, alarm_id: str, history: Iterable[dict[str, Any]] = ()) -> None:
         """Remove the alarm; its history stays (Aodh keeps it, with a deletion entry)."""
         with self.engine.begin() as conn:
-            conn.execute(delete(alarm_table).where(alarm_table.c.alarm_id == alarm_id))
+            conn.execute(sa.delete(alarm_table).where(alarm_table.c.alarm_id == alarm_id))
             _insert_history(conn, history)
 
     def history(self, alarm_id: str, on_behalf_of: str | None = None) -> list[dict[str, Any]]:
         """The alarm's changes, newest first; ``on_behalf_of`` limits them to one project."""
-        query = select(history_table).where(history_table.c.alarm_id == alarm_id)
+        query = sa.select(history_table).where(history_table.c.alarm_id == alarm_id)
         if on_behalf_of is not None:
             query = query.where(history_table.c.on_behalf_of == on_behalf_of)
         query = query.order_by(history_table.c.timestamp.desc(), history_table.c.event_id)
@@ -127,4 +115,4 @@ def _alarm_row(alarm: dict[str, Any], version: int) -> dict[str, Any]:
 def _insert_history(conn: Any, history: Iterable[dict[str, Any]]) -> None:
     rows = [{field: entry.get(field) for field in HISTORY_FIELDS} for entry in history]
     if rows:
-        conn.execute(insert(history_table), rows)
+        conn.execute(sa.insert(history_table), rows)

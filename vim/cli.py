@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from doctor import config as cfg
 from doctor import coordination
-from doctor.daemon import Daemon
+from doctor.daemon import Daemon, daemon_parser
 from vim.config import VimConfig
 
 # The name in the service list.
@@ -15,15 +14,13 @@ SERVICE_NAME = "VimWorker worker(0)"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="doctor-vim",
-        description="Register VIMs (POST /v1/vims) and monitor them: PENDING, then REACHABLE "
-                    "or UNREACHABLE as their auth_url's host answers; status changes go to "
-                    "the notifier as vim.status.update events.",
-        epilog="example: doctor-vim --token $TOKEN --notifier-url http://127.0.0.1:8042 "
-               "(needs CAP_NET_RAW for the ICMP probes)")
-    cfg.add_common_flags(parser, VimConfig)
-    return parser
+    return daemon_parser(
+        "doctor-vim", VimConfig,
+        "Register VIMs (POST /v1/vims) and monitor them: PENDING, then REACHABLE or "
+        "UNREACHABLE as their auth_url's host answers; status changes go to the notifier as "
+        "vim.status.update events.",
+        "example: doctor-vim --token $TOKEN --notifier-url http://127.0.0.1:8042 (needs "
+        "CAP_NET_RAW for the ICMP probes)")
 
 
 def main(argv: list[str] | None = None) -> int:

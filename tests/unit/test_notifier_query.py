@@ -6,17 +6,8 @@ import pytest
 from werkzeug.datastructures import MultiDict
 
 from doctor.api import ApiError
+from notifier import query
 from notifier.caller import Caller
-from notifier.query import (
-    complex_filter,
-    complex_query,
-    page,
-    parse_limit,
-    simple_filters,
-    sort_alarms,
-    sort_history,
-    sort_keys,
-)
 
 ADMIN = Caller("u1", "p1", frozenset({"admin"}))
 MEMBER = Caller("u2", "p2", frozenset({"member"}))
@@ -42,24 +33,24 @@ def refused(call, *args):
 
 
 def test_a_complex_query_as_aodhclient_sends_it():
-    check, sorts, limit = complex_query({
+    check, sorts, limit = query.complex_query({
         "filter": json.dumps({"or": [{"and": [{"=": {"severity": "critical"}},
                                               {"not": {"==": {"NAME": "y"}}}]},
                                      {"in": {"name": ["x", "nope"]}}]}),
         "orderby": json.dumps([{"NAME": "DESC"}]), "limit": "5"})
     assert (matching(check), sorts, limit) == (["x", "z"], [("name", True)], 5)
-    check, sorts, limit = complex_query({"filter": {">=": {"name": "y"}}})
+    check, sorts, limit = query.complex_query({"filter": {">=": {"name": "y"}}})
     assert (matching(check), sorts, limit) == (["y", "z"], [("timestamp", True)], None)
-    check, _, _ = complex_query({})
+    check, _, _ = query.complex_query({})
     assert matching(check) == ["x", "y", "z"]
 
 
 def test_the_comparisons_and_their_names_and_booleans():
     for op, names in [("=", ["y"]), ("eq", ["y"]), ("!=", ["x", "z"]), ("<", ["x"]),
                       ("=<", ["x", "y"]), ("le", ["x", "y"]), (">", ["z"]), ("=>", ["y", "z"])]:
-        assert matching(complex_filter({op: {"name": "y"}})) == names, op
-    assert matching(complex_filter({"=": {"enabled": "False"}})) == ["y"]
-    assert matching(complex_filter({"!=": {"enabled": True}})) == ["y"]
+        assert matching(query.complex_filter({op: {"name": "y"}})) == names, op
+    assert matching(query.complex_filter({"=": {"enabled": "False"}})) == ["y"]
+    assert matching(query.complex_filter({"!=": {"enabled": True}})) == ["y"]
 
 
 @pytest.mark.parametrize("expr, field, problem", [
@@ -75,36 +66,36 @@ def test_the_comparisons_and_their_names_and_booleans():
      "each expression is one {operator: operand} object"),
 ])
 def test_a_bad_filter_is_a_400_naming_where_it_is(expr, field, problem):
-    status, named, message = refused(complex_query, {"filter": json.dumps(expr)})
+    status, named, message = refused(query.complex_query, {"filter": json.dumps(expr)})
     assert (status, named) == (400, field)
     assert message.startswith(f"{field}: {problem}")
 
 
 def test_a_bad_body_orderby_or_json_names_its_parameter():
-    assert refused(complex_query, [])[:2] == (400, "body")
-    assert refused(complex_query, {"filter": "{bad"})[:2] == (400, "filter")
-    assert refused(complex_query, {"orderby": "{bad"})[:2] == (400, "filter")
-    assert refused(complex_query, {"orderby": ["name"]}) \
+    assert refused(query.complex_query, [])[:2] == (400, "body")
+    assert refused(query.complex_query, {"filter": "{bad"})[:2] == (400, "filter")
+    assert refused(query.complex_query, {"orderby": "{bad"})[:2] == (400, "filter")
+    assert refused(query.complex_query, {"orderby": ["name"]}) \
         == (400, "orderby[0]", "orderby[0]: must be {field: asc|desc}")
-    assert refused(complex_query, {"orderby": [{"name": "asc"}, {"name": "sideways"}]})[:2] \
+    assert refused(query.complex_query, {"orderby": [{"name": "asc"}, {"name": "sideways"}]})[:2] \
         == (400, "orderby[1]")
-    assert refused(complex_query, {"orderby": [{"x": "y"}], "limit": 0})[1] == "orderby[0]"
+    assert refused(query.complex_query, {"orderby": [{"x": "y"}], "limit": 0})[1] == "orderby[0]"
 
 
 @pytest.mark.parametrize("value", [0, -1, "0", "x", "1.5", [1]])
 def test_a_limit_is_a_positive_integer(value):
-    assert refused(parse_limit, value, "limit") \
+    assert refused(query.parse_limit, value, "limit") \
         == (400, "limit", f"limit: {value!r} is not a positive integer")
-    assert refused(complex_query, {"limit": value})[1] == "limit"
+    assert refused(query.complex_query, {"limit": value})[1] == "limit"
 
 
 def test_a_limit_may_be_left_out():
-    assert [parse_limit(v, "limit") for v in (None, "", "3", 2, 1.9)] == [None, None, 3, 2, 1]
+    assert [query.parse_limit(v, "limit") for v in (None, "", "3", 2, 1.9)] == [None, None, 3, 2, 1]
 
 
 def test_simple_filters_and_all_projects():
     def filters(caller, *pairs):
-        return simple_filters(MultiDict(pairs), caller)
+        return query.simple_filters(MultiDict(pairs), caller)
 
     checks, all_projects = filters(ADMIN, ("q.field", "severity"), ("q.value", "critical"),
                                    ("q.field", "enabled"), ("q.value", "TRUE"))
@@ -131,15 +122,15 @@ def test_simple_filters_and_all_projects():
 
 
 def test_sorting_alarms_the_first_key_first_and_ties_by_id():
-    assert sort_keys([], "sort") == [("timestamp", True)]
-    assert sort_keys(["enabled:desc", "name"], "sort") == [("enabled", True), ("name", False)]
+    assert query.sort_keys([], "sort") == [("timestamp", True)]
+    assert query.sort_keys(["enabled:desc", "name"], "sort") == [("enabled", True), ("name", False)]
     for spec in ["name:sideways", "colour:asc", "event_rule"]:
-        assert refused(sort_keys, [spec], "sort")[:2] == (400, "sort"), spec
+        assert refused(query.sort_keys, [spec], "sort")[:2] == (400, "sort"), spec
 
     def names(sorts):
-        return [a["name"] for a in sort_alarms(list(reversed(ALARMS)), sorts)]
+        return [a["name"] for a in query.sort_alarms(list(reversed(ALARMS)), sorts)]
 
-    assert names(sort_keys([], "sort")) == ["x", "z", "y"]
+    assert names(query.sort_keys([], "sort")) == ["x", "z", "y"]
     assert names([("severity", False)]) == ["y", "z", "x"]
     assert names([("enabled", True), ("name", True)]) == ["z", "x", "y"]
 
@@ -150,15 +141,15 @@ def test_history_sorts_newest_first_by_default_and_pages_by_event_id():
                {"event_id": "e3", "type": "creation", "timestamp": "2026-01-02"}]
 
     def ids(specs):
-        return [e["event_id"] for e in sort_history(entries, specs)]
+        return [e["event_id"] for e in query.sort_history(entries, specs)]
 
     assert ids([]) == ["e2", "e3", "e1"]
     assert ids(["type:desc", "timestamp:asc"]) == ["e2", "e1", "e3"]
     assert ids(["event_id"]) == ["e1", "e2", "e3"]
     assert [e["event_id"] for e in entries] == ["e1", "e2", "e3"]  # sorted as a copy
-    assert refused(sort_history, entries, ["severity"]) == (
+    assert refused(query.sort_history, entries, ["severity"]) == (
         400, "sort", "sort: 'severity' is not timestamp, type or event_id with :asc or :desc")
-    assert [e["event_id"] for e in page(entries, "event_id", "e1", 1)] == ["e2"]
-    assert page(entries, "event_id", None, None) == entries
-    assert refused(page, entries, "event_id", "nope", None) \
+    assert [e["event_id"] for e in query.page(entries, "event_id", "e1", 1)] == ["e2"]
+    assert query.page(entries, "event_id", None, None) == entries
+    assert refused(query.page, entries, "event_id", "nope", None) \
         == (400, "marker", "marker: invalid marker 'nope': no such event_id")
