@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import heapq
-import os
 import random
 import select
 import signal
@@ -30,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from monitor.icmp import checksum
+from testkit.hosts import pid_alive
 
 ICMP_ECHO_REPLY = 0
 ICMP_ECHO_REQUEST = 8
@@ -91,16 +91,6 @@ class _Stop(Exception):
 
 def _on_signal(signum: int, frame: object) -> None:
     raise _Stop(signum)
-
-
-def _parent_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class EchoResponder:
@@ -190,7 +180,7 @@ class EchoResponder:
         while True:
             self.send_due()
             now = self.clock()
-            if now >= deadline or (parent_pid is not None and not _parent_alive(parent_pid)):
+            if now >= deadline or (parent_pid is not None and not pid_alive(parent_pid)):
                 return
             timeout = min(deadline - now, PARENT_CHECK_S)
             if self.pending:

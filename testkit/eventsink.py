@@ -15,19 +15,42 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class EventSink:
-    """Listens on 127.0.0.1:port; answers each PUT/POST /events with ``status``."""
+class LoopbackServer:
+    """A threaded HTTP server on 127.0.0.1:port (a free one by default), the base of the
+    tests' stand-ins; ``serve(Handler)`` starts it in a thread."""
 
-    def __init__(self, port: int = 0, status: int = 202) -> None:
+    request_queue_size = 5  # the listen backlog
+
+    def __init__(self, port: int = 0) -> None:
         self.port = port or free_port()
-        self.status = status
-        self.requests: list[tuple[float, list]] = []  # (receive time, body as sent)
         self.lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        server_class = type("Server", (ThreadingHTTPServer,),
+                            {"allow_reuse_address": True,
+                             "request_queue_size": self.request_queue_size})
+        self._server = server_class(("127.0.0.1", self.port), handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+class EventSink(LoopbackServer):
+    """Listens on 127.0.0.1:port; answers each PUT/POST /events with ``status``."""
+
+    def __init__(self, port: int = 0, status: int = 202) -> None:
+        super().__init__(port)
+        self.status = status
+        self.requests: list[tuple[float, list]] = []  # (receive time, body as sent)
 
     def start(self) -> EventSink:
         sink = self
@@ -48,16 +71,8 @@ class EventSink:
             def log_message(self, *args):
                 pass
 
-        ThreadingHTTPServer.allow_reuse_address = True
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.serve(Handler)
         return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
 
     def events(self, type_: str | None = None, hostname: str | None = None) -> list[dict]:
         with self.lock:

@@ -301,7 +301,8 @@ def _is_echo_responder(pid: int) -> bool:
     return b"testkit.echo_responder" in cmdline
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, reaped here if it is our child, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -332,7 +333,7 @@ def _stop_pid(pid: int) -> None:
         return
     deadline = time.monotonic() + STOP_TIMEOUT_S
     while time.monotonic() < deadline:
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             return
         time.sleep(0.02)
     try:

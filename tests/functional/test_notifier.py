@@ -11,10 +11,9 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -31,25 +30,25 @@ from notifier.api import create_app
 from notifier.config import NotifierConfig
 from notifier.embedded import EmbeddedNotifier
 from notifier.http import HttpPublisher
-from testkit.eventsink import free_port
+from testkit.eventsink import LoopbackServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 AODH_CLI = Path(sys.executable).parent / "aodh"
 INSTANCE_UPDATE = "compute.instance.update"
 
 
-class Consumer:
+class Consumer(LoopbackServer):
     """The VNFM side: a real HTTP endpoint on 127.0.0.1 recording the alarm POSTs."""
 
+    request_queue_size = 256
+
     def __init__(self, port: int = 0, delay_s: float = 0.0, status: int = 200) -> None:
-        self.port = port or free_port()
+        super().__init__(port)
         self.delay_s = delay_s
         self.status = status
         self.received: list[tuple[float, str, dict, dict]] = []  # time, path, headers, body
-        self.lock = threading.Lock()
         self.active = 0
         self.max_active = 0
-        self._server: ThreadingHTTPServer | None = None
 
     @property
     def url(self) -> str:
@@ -75,17 +74,8 @@ class Consumer:
             def log_message(self, *args):
                 pass
 
-        ThreadingHTTPServer.allow_reuse_address = True
-        ThreadingHTTPServer.request_queue_size = 256
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.serve(Handler)
         return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
 
     def alarms(self, alarm_id: str | None = None) -> list[dict]:
         with self.lock:
