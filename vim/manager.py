@@ -24,12 +24,9 @@ sharing of VIMs among servers; ``set_owns`` changes it and reconciles at once.
 from __future__ import annotations
 
 import heapq
-import http.client
 import logging
 import queue
-import ssl
 import threading
-import urllib.parse
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from doctor import clock
 from doctor.events import vim_status_update
+from doctor.http import HttpClient, HttpError
 from monitor.config import MonitorConfig, Target
 from monitor.detector import HostState
 from notifier.base import EventPublisher, PublishError
@@ -73,28 +71,19 @@ def probe_config(config: VimConfig) -> MonitorConfig:
 
 
 def check_http(auth_url: str, cert_verify: bool, timeout_s: float) -> tuple[bool, str]:
-    """GET ``auth_url``: (True, "HTTP 300") for any answer below 500, else (False, why)."""
-    parts = urllib.parse.urlsplit(auth_url)
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    conn: http.client.HTTPConnection
-    if parts.scheme == "https":
-        context = ssl.create_default_context()
-        if not cert_verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        conn = http.client.HTTPSConnection(parts.hostname or "", parts.port, timeout=timeout_s,
-                                           context=context)
-    else:
-        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout_s)
+    """GET ``auth_url``: (True, "HTTP 300") for any answer below 500, else (False, why).
+
+    A client per check, closed after it: a kept-alive connection per VIM and worker would
+    hold thousands of sockets open between checks.
+    """
+    client = HttpClient(timeout_s, verify=cert_verify)
     try:
-        conn.request("GET", path, headers={"Accept": "application/json"})
-        answer = conn.getresponse()
-        answer.read(HTTP_READ_LIMIT)
-        return answer.status < 500, f"HTTP {answer.status}"
-    except (OSError, http.client.HTTPException) as exc:
-        return False, f"{type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}"
+        answer = client.get(auth_url, limit=HTTP_READ_LIMIT)
+    except HttpError as exc:
+        return False, exc.reason
     finally:
-        conn.close()
+        client.close()
+    return answer.status < 500, f"HTTP {answer.status}"
 
 
 class VimMonitor:
