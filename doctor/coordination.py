@@ -36,6 +36,7 @@ from typing import Any
 
 from doctor import clock
 from doctor.redact import redact_url, scrub
+from doctor.retry import Backoff, RetryError, retry
 
 LOG = logging.getLogger(__name__)
 
@@ -388,16 +389,12 @@ class ServiceRegistration:
                             redact_url(self.url), stop_timeout_s)
 
     def _run(self) -> None:
-        delay_s = self.retry_initial_s
         while not self._stopping.is_set():
-            try:
-                self._beat()
-            except Exception as exc:  # never let the thread die
-                self._failed(exc)
-                self._stopping.wait(delay_s)
-                delay_s = min(delay_s * 2, self.retry_max_s)
-                continue
-            delay_s = self.retry_initial_s
+            try:  # any failure is retried: never let the thread die
+                retry(self._beat, backoff=Backoff(self.retry_initial_s, self.retry_max_s),
+                      stop=self._stopping, on_failure=lambda exc, _n, _d: self._failed(exc))
+            except RetryError:
+                break  # stopping
             self._stopping.wait(self.interval_s)
         self._leave()
 
@@ -441,7 +438,7 @@ class ServiceRegistration:
             self._registered_once = True
         self.joined.set()
 
-    def _failed(self, exc: Exception) -> None:
+    def _failed(self, exc: BaseException) -> None:
         self.joined.clear()
         error = exc if isinstance(exc, CoordinationError) else CoordinationError(
             self.url, _describe(exc))

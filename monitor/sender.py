@@ -19,10 +19,15 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from doctor.events import HostEvent
-from doctor.http import HttpClient, HttpError
+from doctor.http import HttpClient, HttpError, HttpResponse
+from doctor.retry import Backoff, RetryError, retry
 
 LOG = logging.getLogger(__name__)
 MAX_BATCH = 100
+
+
+class _Failed(Exception):
+    """A delivery attempt that is retried: no answer, or neither 2xx nor 4xx."""
 
 
 @dataclass
@@ -97,34 +102,37 @@ class EventSender:
             self._done(batch, None, 1)
             return
         ids = ", ".join(e.monitor_event_id for e in batch)
-        delay = self.retry_initial_s
-        attempts = 0
-        while True:
-            attempts += 1
+        tries = 0
+
+        def attempt() -> HttpResponse:
+            nonlocal tries
+            tries += 1
             try:
                 response = self.session.put(self.url, json=body)
             except HttpError as exc:
-                problem = str(exc)
-            else:
-                if response.status < 300:
-                    LOG.info("inspector accepted %s (HTTP %d, attempt %d)", ids,
-                             response.status, attempts)
-                    self._done(batch, response.status, attempts)
-                    return
-                if 400 <= response.status < 500:
-                    LOG.error("inspector refused %s with HTTP %d: %s; not retrying", ids,
-                              response.status, response.text[:500])
-                    self._done(batch, response.status, attempts)
-                    return
-                problem = f"HTTP {response.status}"
+                raise _Failed(str(exc)) from None
+            if response.status >= 300 and not 400 <= response.status < 500:
+                raise _Failed(f"HTTP {response.status}")
+            return response
+
+        def failed(exc: BaseException, attempts: int, _delay: float | None) -> None:
             if attempts == 1 or attempts % 10 == 0:
                 LOG.warning("delivering %s to %s failed (%s); retrying every <= %.1f s",
-                            ids, self.url, problem, self.retry_max_s)
-            if self._stop.wait(delay):
-                LOG.error("stopped before the inspector accepted %s", ids)
-                self._done(batch, None, attempts)
-                return
-            delay = min(delay * 2, self.retry_max_s)
+                            ids, self.url, exc, self.retry_max_s)
+
+        try:
+            response = retry(attempt, backoff=Backoff(self.retry_initial_s, self.retry_max_s),
+                             transient=(_Failed,), stop=self._stop, on_failure=failed)
+        except RetryError as exc:
+            LOG.error("stopped before the inspector accepted %s", ids)
+            self._done(batch, None, exc.attempts)
+            return
+        if response.status < 300:
+            LOG.info("inspector accepted %s (HTTP %d, attempt %d)", ids, response.status, tries)
+        else:
+            LOG.error("inspector refused %s with HTTP %d: %s; not retrying", ids,
+                      response.status, response.text[:500])
+        self._done(batch, response.status, tries)
 
     def _done(self, batch: list[HostEvent], status: int | None, attempts: int) -> None:
         if self.on_delivered is not None:

@@ -29,6 +29,7 @@ from doctor import clock
 from doctor.http import HttpClient, HttpError
 from doctor.profiler import Profiler
 from doctor.redact import redact_url
+from doctor.retry import Backoff
 from notifier.evaluator import Firing
 
 LOG = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class _Delivery:
     request_id: str = field(default_factory=lambda: f"req-{uuid.uuid4()}")
     first_at: float = field(default_factory=clock.monotonic)
     attempts: int = 0
-    delay_s: float = 0.0
+    backoff: Backoff = field(default_factory=lambda: Backoff(0.0))  # the waits between them
 
 
 class ActionDispatcher:
@@ -87,7 +88,8 @@ class ActionDispatcher:
             payload = firing.payload()
             for url in firing.actions:
                 self._submit(_Delivery(firing.alarm_id, firing.instance_id, url, payload,
-                                       delay_s=self.retry_initial_s))
+                                       backoff=Backoff(self.retry_initial_s,
+                                                       self.retry_max_s)))
                 queued += 1
         return queued
 
@@ -161,7 +163,8 @@ class ActionDispatcher:
             if self._stopping.is_set():
                 self._lose(delivery, f"{problem}; the notifier is stopping")
                 return
-            if elapsed + delivery.delay_s > self.retry_for_s:
+            delay_s = next(delivery.backoff)
+            if elapsed + delay_s > self.retry_for_s:
                 self._lose(delivery, f"{problem}; gave up after {delivery.attempts} attempts "
                                      f"in {elapsed:.1f} s")
                 return
@@ -169,9 +172,8 @@ class ActionDispatcher:
                 LOG.warning("alarm %s: action to %s failed (%s); retrying for up to %g s",
                             delivery.alarm_id, redact_url(delivery.url), problem, self.retry_for_s)
             self.counts["retried"] += 1
-            heapq.heappush(self._retries, (clock.monotonic() + delivery.delay_s,
-                                           next(self._seq), delivery))
-            delivery.delay_s = min(delivery.delay_s * 2, self.retry_max_s)
+            heapq.heappush(self._retries, (clock.monotonic() + delay_s, next(self._seq),
+                                           delivery))
             self._lock.notify_all()
 
     def _lose(self, delivery: _Delivery, why: str) -> None:
