@@ -1,4 +1,4 @@
-"""Delivery of Doctor events to the Inspector, off the probe loop's thread.
+"""Delivery of Doctor events to the Inspector, off the probe loop's thread (an outbox).
 
 Events go out in order, batched when several are waiting (a mass failure is
 one request, not hundreds). A 2xx accepts them, a 4xx refuses them for good
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import sys
 import threading
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from typing import TextIO
 
 from doctor.events import HostEvent
 from doctor.http import HttpClient, HttpError, HttpResponse
+from doctor.outbox import Outbox, OutboxClosed
 from doctor.retry import Backoff, RetryError, retry
 
 LOG = logging.getLogger(__name__)
@@ -39,8 +39,8 @@ class Delivery:
     attempts: int
 
 
-class EventSender:
-    """A worker thread that delivers queued HostEvents to ``<url>/events``.
+class InspectorSender:
+    """Delivers submitted HostEvents to ``<url>/events`` from an outbox's worker thread.
 
     With no URL, events are written to ``stream`` as JSON lines instead.
     """
@@ -55,43 +55,27 @@ class EventSender:
         self.stream = stream if stream is not None else sys.stdout
         self.on_delivered = on_delivered
         self.session = HttpClient(timeout_s, token)
-        self._queue: queue.Queue[HostEvent] = queue.Queue()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="event-sender", daemon=True)
+        self._stop = threading.Event()  # ends a delivery's retries
+        self._outbox: Outbox[HostEvent] = Outbox(self._deliver, name="event-sender",
+                                                 max_batch=MAX_BATCH)
 
     def start(self) -> None:
-        self._thread.start()
+        self._outbox.start()
 
     def submit(self, event: HostEvent) -> None:
-        self._queue.put(event)
+        try:
+            self._outbox.put(event)
+        except OutboxClosed:
+            LOG.error("sender stopped: %s not sent to the inspector", event.monitor_event_id)
 
     def stop(self, timeout_s: float = 2.0) -> None:
-        """Stop after delivering what is queued, waiting at most ``timeout_s``."""
-        if self._thread.ident is None:  # never started
-            self.session.close()
-            return
-        self._queue.put(None)  # type: ignore[arg-type]  # wakes the worker
-        self._thread.join(timeout_s)
-        self._stop.set()
-        self._thread.join(1.0)
+        """Stop after delivering what is queued, waiting at most ``timeout_s``; then give up
+        on a delivery still retrying (reported with status None) and on what is queued."""
+        if self._outbox.started:
+            self._outbox.flush(timeout_s)
+            self._stop.set()
+        self._outbox.close(0.0, join_s=1.0)
         self.session.close()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            event = self._queue.get()
-            if event is None:
-                return
-            batch = [event]
-            while len(batch) < MAX_BATCH:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._queue.put(None)  # type: ignore[arg-type]
-                    break
-                batch.append(more)
-            self._deliver(batch)
 
     def _deliver(self, batch: list[HostEvent]) -> None:
         body = [event.to_doctor() for event in batch]

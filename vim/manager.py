@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import heapq
 import logging
-import queue
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from doctor import clock
 from doctor.events import vim_status_update
 from doctor.http import HttpClient, HttpError
+from doctor.outbox import Outbox, OutboxClosed
 from monitor.config import MonitorConfig, Target
 from monitor.detector import HostState
 from notifier.base import EventPublisher, PublishError
@@ -54,6 +54,7 @@ from vim.store import (
 LOG = logging.getLogger(__name__)
 
 REPORT_BATCH = 500  # status reports per transaction
+EVENT_BATCH = 1000  # status events per publish call
 HTTP_READ_LIMIT = 65536
 # A scheduler as the manager needs it: ProbeScheduler, or a fake in the unit tests.
 SchedulerFactory = Callable[[MonitorConfig, Callable[..., None]], Any]
@@ -132,55 +133,45 @@ class ManagerStats:
     events_failed: int = 0
 
 
-class EventSender:
-    """Publishes status events from its own thread, in order, batched; never blocks the
+class VimEventSender:
+    """Publishes status events from an outbox's thread, in order, batched; never blocks the
     manager. Without a publisher the events are only counted (the change is logged)."""
 
     def __init__(self, publisher: EventPublisher | None, stats: ManagerStats) -> None:
         self.publisher = publisher
         self.stats = stats
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="vim-events", daemon=True)
+        self._outbox: Outbox[dict[str, Any]] = Outbox(self._publish, name="vim-events",
+                                                      max_batch=EVENT_BATCH)
 
     def start(self) -> None:
         if self.publisher is not None:
-            self._thread.start()
+            self._outbox.start()
 
     def submit(self, event: dict[str, Any]) -> None:
         if self.publisher is not None:
-            self._queue.put(event)
+            try:
+                self._outbox.put(event)
+            except OutboxClosed:
+                self._lost(1, "the VIM server is stopping")
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join(timeout_s)
+        lost = self._outbox.close(timeout_s)
+        if lost:
+            self._lost(len(lost), f"not published within {timeout_s:g} s of the stop")
         if self.publisher is not None:
             self.publisher.close()
 
-    def _run(self) -> None:
+    def _publish(self, batch: list[dict[str, Any]]) -> None:
         assert self.publisher is not None
-        while True:
-            item = self._queue.get()
-            batch = [item] if item is not None else []
-            stopping = item is None
-            while not stopping and len(batch) < 1000:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stopping = True
-                else:
-                    batch.append(more)
-            if batch:
-                try:
-                    self.publisher.publish(batch)
-                    self.stats.events_published += len(batch)
-                except PublishError as exc:
-                    self.stats.events_failed += len(batch)
-                    LOG.error("vim.status.update events lost: %s", exc)
-            if stopping:
-                return
+        try:
+            self.publisher.publish(batch)
+            self.stats.events_published += len(batch)
+        except PublishError as exc:
+            self._lost(len(batch), str(exc))
+
+    def _lost(self, count: int, why: str) -> None:
+        self.stats.events_failed += count
+        LOG.error("vim.status.update events lost: %s", why)
 
 
 class MonitorManager:
@@ -193,7 +184,7 @@ class MonitorManager:
         self.store = store
         self.config = config
         self.stats = ManagerStats()
-        self.events = EventSender(publisher, self.stats)
+        self.events = VimEventSender(publisher, self.stats)
         self._owns: Callable[[str], bool] = owns or (lambda _vim_id: True)
         self._scheduler_factory = scheduler_factory or _probe_scheduler
         self._probe_config = probe_config(config)
