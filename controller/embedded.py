@@ -15,7 +15,7 @@ import contextlib
 import logging
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from sqlalchemy import (
@@ -76,7 +76,9 @@ servers = Table(
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
-_DIALECT_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+# Their inserts have on_conflict_do_nothing(); the generic Insert has not.
+_DIALECT_INSERTS: dict[str, Callable[..., Any]] = {"sqlite": sqlite.insert,
+                                                   "postgresql": postgresql.insert}
 _SERVER_COLUMNS = (servers.c.id, servers.c.name, servers.c.project_id, servers.c.host,
                    servers.c.state)
 

@@ -23,6 +23,7 @@ sharing of VIMs among servers; ``set_owns`` changes it and reconciles at once.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import logging
 import threading
@@ -346,14 +347,14 @@ class MonitorManager:
         while self._http_results:
             vim_id, monitor_id, ok, detail = self._http_results.popleft()
             self._http_inflight -= 1
-            monitor = self.monitors.get(vim_id)
-            if monitor is None or monitor.monitor_id != monitor_id:
+            checked = self.monitors.get(vim_id)
+            if checked is None or checked.monitor_id != monitor_id:
                 continue
-            if ok != monitor.http_ok:
-                LOG.info("VIM %s: HTTP check of its auth_url %s (%s)", monitor.name,
+            if ok != checked.http_ok:
+                LOG.info("VIM %s: HTTP check of its auth_url %s (%s)", checked.name,
                          "passes" if ok else "fails", detail)
-            monitor.http_ok = ok
-            self._evaluate(monitor)
+            checked.http_ok = ok
+            self._evaluate(checked)
         self._flush_reports()
 
     def _verdict(self, monitor: VimMonitor) -> str | None:
@@ -527,7 +528,7 @@ class MonitorManager:
             self._replace(stalled)
 
     def _replace(self, addresses: list[str]) -> None:
-        claims = []
+        claims: list[tuple[str, str | None]] = []
         for address in addresses:
             self._generation[address] = self._generation.get(address, 0) + 1
             target = self.targets.get(address)
@@ -564,8 +565,7 @@ class MonitorManager:
             self._http_inflight += 1
             self.stats.http_checks += 1
             future = pool.submit(check_http, monitor.auth_url, monitor.cert_verify, timeout_s)
-            future.add_done_callback(
-                lambda f, v=vim_id, m=monitor_id: self._http_done(v, m, f))
+            future.add_done_callback(functools.partial(self._http_done, vim_id, monitor_id))
             heapq.heappush(self._http_due, (max(due + interval_s, now), vim_id, monitor_id))
 
     def _http_done(self, vim_id: str, monitor_id: str, future: Any) -> None:
