@@ -15,8 +15,7 @@ import contextlib
 import logging
 import threading
 import uuid
-from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from sqlalchemy import (
@@ -50,6 +49,7 @@ from controller.base import (
 )
 from doctor import clock
 from doctor.events import INSTANCE_UPDATE, instance_update, traits
+from doctor.outbox import Outbox, OutboxClosed
 from notifier.base import EventPublisher
 
 LOG = logging.getLogger(__name__)
@@ -76,7 +76,9 @@ servers = Table(
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
-_DIALECT_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+# Their inserts have on_conflict_do_nothing(); the generic Insert has not.
+_DIALECT_INSERTS: dict[str, Callable[..., Any]] = {"sqlite": sqlite.insert,
+                                                   "postgresql": postgresql.insert}
 _SERVER_COLUMNS = (servers.c.id, servers.c.name, servers.c.project_id, servers.c.host,
                    servers.c.state)
 
@@ -120,73 +122,17 @@ def _instance_event(event_type: str, server: Server, state: str | None = None) -
     return event
 
 
-class _Outbox:
-    """One publisher's queue and worker thread: publishes what is waiting in one call."""
+def _publisher_outbox(publisher: EventPublisher, index: int) -> Outbox[dict[str, Any]]:
+    """One publisher's outbox: a worker thread that publishes what is waiting in one call."""
 
-    def __init__(self, publisher: EventPublisher, index: int) -> None:
-        self.publisher = publisher
-        self._pending: deque[dict[str, Any]] = deque()
-        self._busy = False
-        self._closed = False
-        self._changed = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name=f"controller-publish-{index}",
-                                        daemon=True)
-        self._thread.start()
+    def publish(batch: list[dict[str, Any]]) -> None:
+        try:
+            publisher.publish(batch)
+        except Exception as exc:  # noqa: BLE001  (a publisher's failure must not stop the worker)
+            LOG.error("publishing %d events via %s failed (instances %s): %s", len(batch),
+                      type(publisher).__name__, _instance_ids(batch), exc)
 
-    def put(self, events: list[dict[str, Any]]) -> None:
-        with self._changed:
-            if self._closed:
-                LOG.error("controller closed: %d events not published (instances %s)",
-                          len(events), _instance_ids(events))
-                return
-            self._pending.extend(events)
-            self._changed.notify_all()
-
-    def flush(self, timeout_s: float) -> bool:
-        """Wait until everything queued so far was handed to the publisher."""
-        deadline = clock.monotonic() + timeout_s
-        with self._changed:
-            while self._pending or self._busy:
-                remaining = deadline - clock.monotonic()
-                if remaining <= 0:
-                    return False
-                self._changed.wait(remaining)
-        return True
-
-    def close(self, timeout_s: float) -> None:
-        self.flush(timeout_s)
-        with self._changed:
-            if self._closed:
-                return
-            lost = list(self._pending)
-            self._pending.clear()
-            self._closed = True
-            self._changed.notify_all()
-        if lost:
-            LOG.error("controller closing: %d events still unpublished after %.1f s "
-                      "(instances %s)", len(lost), timeout_s, _instance_ids(lost))
-        self._thread.join(1.0)
-        self.publisher.close()
-
-    def _run(self) -> None:
-        while True:
-            with self._changed:
-                while not self._pending and not self._closed:
-                    self._changed.wait()
-                if self._closed:
-                    return
-                batch = [self._pending.popleft()
-                         for _ in range(min(len(self._pending), MAX_BATCH))]
-                self._busy = True
-            try:
-                self.publisher.publish(batch)
-            except Exception as exc:  # noqa: BLE001  (a publisher's failure must not stop the worker)
-                LOG.error("publishing %d events via %s failed (instances %s): %s", len(batch),
-                          type(self.publisher).__name__, _instance_ids(batch), exc)
-            finally:
-                with self._changed:
-                    self._busy = False
-                    self._changed.notify_all()
+    return Outbox(publish, name=f"controller-publish-{index}", max_batch=MAX_BATCH).start()
 
 
 def _instance_ids(events: Iterable[dict[str, Any]]) -> str:
@@ -210,7 +156,7 @@ class Inventory(Controller):
         # SQLite's busy handler, which sleeps in milliseconds. Other databases lock rows.
         self._write_lock: Any = (threading.Lock() if engine.dialect.name == "sqlite"
                                  else contextlib.nullcontext())
-        self._outboxes = [_Outbox(p, i) for i, p in enumerate(publishers)]
+        self._outboxes = [(p, _publisher_outbox(p, i)) for i, p in enumerate(publishers)]
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -297,12 +243,18 @@ class Inventory(Controller):
 
     def flush(self, timeout_s: float = 5.0) -> bool:
         """Wait until every event so far was handed to its publisher (tests, shutdown)."""
-        return all(outbox.flush(timeout_s) for outbox in self._outboxes)
+        return all(outbox.flush(timeout_s) for _, outbox in self._outboxes)
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Publish what is queued (waiting at most ``timeout_s``), then stop the workers."""
-        for outbox in self._outboxes:
-            outbox.close(timeout_s)
+        for publisher, outbox in self._outboxes:
+            if outbox.closed:
+                continue
+            lost = outbox.close(timeout_s)
+            if lost:
+                LOG.error("controller closing: %d events still unpublished after %.1f s "
+                          "(instances %s)", len(lost), timeout_s, _instance_ids(lost))
+            publisher.close()
 
     # -- inside -----------------------------------------------------------------------------
 
@@ -330,5 +282,9 @@ class Inventory(Controller):
             raise ControllerError(f"host {host} is forced down", 409)
 
     def _publish(self, events: list[dict[str, Any]]) -> None:
-        for outbox in self._outboxes:
-            outbox.put(events)
+        for _, outbox in self._outboxes:
+            try:
+                outbox.put_many(events)
+            except OutboxClosed:
+                LOG.error("controller closed: %d events not published (instances %s)",
+                          len(events), _instance_ids(events))

@@ -35,6 +35,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from doctor import clock
+from doctor.redact import redact_url, scrub
+from doctor.retry import Backoff, RetryError, retry
 
 LOG = logging.getLogger(__name__)
 
@@ -54,7 +56,6 @@ _TIMEOUT_OPTION = {"redis": "membership_timeout", "rediss": "membership_timeout"
                    "memcached": "membership_timeout"}
 # Drivers whose timeout option is read as whole seconds.
 _INT_TIMEOUT = {"file", "zookeeper", "kazoo"}
-_SECRET_PARAM = re.compile(r"pass|secret|token", re.IGNORECASE)
 
 
 class CoordinationError(RuntimeError):
@@ -62,7 +63,7 @@ class CoordinationError(RuntimeError):
 
     def __init__(self, url: str, reason: str) -> None:
         self.url = redact_url(url)
-        self.reason = _scrub(url, reason)
+        self.reason = scrub(reason, url)
         super().__init__(f"coordination backend {self.url} unreachable: {self.reason}")
 
 
@@ -84,34 +85,6 @@ def default_url() -> str:
     from doctor.store import state_dir  # here: doctor.store loads SQLAlchemy
 
     return f"file://{os.path.join(state_dir(), 'coordination')}"
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password (in the user part or a query option) replaced by ``***``."""
-    parts = urllib.parse.urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostport = netloc.rpartition("@")
-        user, has_password, _ = userinfo.partition(":")
-        netloc = f"{user}:***@{hostport}" if has_password else f"{user}@{hostport}"
-    query = parts.query
-    if query:
-        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True)
-        query = "&".join(f"{k}={'***' if _SECRET_PARAM.search(k) else v}" for k, v in pairs)
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def _secrets(url: str) -> list[str]:
-    parts = urllib.parse.urlsplit(url)
-    found = [parts.password] if parts.password else []
-    found += [v for k, v in urllib.parse.parse_qsl(parts.query) if _SECRET_PARAM.search(k) and v]
-    return found
-
-
-def _scrub(url: str, text: str) -> str:
-    for secret in _secrets(url):
-        text = text.replace(secret, "***")
-    return text
 
 
 def local_hostname() -> str:
@@ -416,16 +389,12 @@ class ServiceRegistration:
                             redact_url(self.url), stop_timeout_s)
 
     def _run(self) -> None:
-        delay_s = self.retry_initial_s
         while not self._stopping.is_set():
-            try:
-                self._beat()
-            except Exception as exc:  # never let the thread die
-                self._failed(exc)
-                self._stopping.wait(delay_s)
-                delay_s = min(delay_s * 2, self.retry_max_s)
-                continue
-            delay_s = self.retry_initial_s
+            try:  # any failure is retried: never let the thread die
+                retry(self._beat, backoff=Backoff(self.retry_initial_s, self.retry_max_s),
+                      stop=self._stopping, on_failure=lambda exc, _n, _d: self._failed(exc))
+            except RetryError:
+                break  # stopping
             self._stopping.wait(self.interval_s)
         self._leave()
 
@@ -469,7 +438,7 @@ class ServiceRegistration:
             self._registered_once = True
         self.joined.set()
 
-    def _failed(self, exc: Exception) -> None:
+    def _failed(self, exc: BaseException) -> None:
         self.joined.clear()
         error = exc if isinstance(exc, CoordinationError) else CoordinationError(
             self.url, _describe(exc))

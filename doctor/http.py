@@ -70,8 +70,11 @@ class HttpClient:
     """A JSON-friendly HTTP/1.1 client; safe to share between threads."""
 
     def __init__(self, timeout_s: float, token: str = "",
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, verify: bool = True) -> None:
+        """``verify=False`` accepts any TLS certificate and host name (a VIM whose
+        ``cert_verify`` is off); the default checks both against the system's CAs."""
         self.timeout_s = timeout_s
+        self.verify = verify
         self.headers = {"Accept": "application/json", **(headers or {})}
         if token:
             self.headers["X-Auth-Token"] = token
@@ -81,8 +84,10 @@ class HttpClient:
 
     def request(self, method: str, url: str, json: Any = None, data: bytes | None = None,
                 params: dict[str, str] | None = None,
-                headers: dict[str, str] | None = None) -> HttpResponse:
-        """Send one request and read the whole answer; HttpError if there is none."""
+                headers: dict[str, str] | None = None,
+                limit: int | None = None) -> HttpResponse:
+        """Send one request and read the whole answer (its first ``limit`` bytes, if given);
+        HttpError if there is none."""
         scheme, netloc, path = _split(url)
         if params:
             path += ("&" if "?" in path else "?") + urlencode(params)
@@ -95,7 +100,7 @@ class HttpClient:
             try:
                 conn.request(method, path, body=data, headers=all_headers)
                 answer = conn.getresponse()
-                body = answer.read()
+                body = answer.read(limit) if limit is not None else answer.read()
             except _STALE as exc:
                 self._drop(scheme, netloc)
                 if reused and attempt == 1:
@@ -110,7 +115,7 @@ class HttpClient:
                     if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
                 raise HttpError(f"{method} {scheme}://{netloc}{path}: {reason}",
                                 reason) from None
-            if answer.will_close:
+            if answer.will_close or not answer.isclosed():  # closing, or not read to the end
                 self._drop(scheme, netloc)
             return HttpResponse(answer.status, dict(answer.getheaders()), body)
         raise AssertionError("unreachable")
@@ -135,8 +140,11 @@ class HttpClient:
         if conn is not None:
             return conn, True
         if scheme == "https":
-            conn = http.client.HTTPSConnection(netloc, timeout=self.timeout_s,
-                                               context=ssl.create_default_context())
+            context = ssl.create_default_context()
+            if not self.verify:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            conn = http.client.HTTPSConnection(netloc, timeout=self.timeout_s, context=context)
         else:
             conn = http.client.HTTPConnection(netloc, timeout=self.timeout_s)
         conns[(scheme, netloc)] = conn

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 from doctor import coordination
+from doctor.redact import redact_url
 from doctor.threads import name_os_thread
 
 LOG = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ class RingMembership:
         beat_every = self.membership_timeout_s / 4
         last_beat = 0.0
         failing_since: float | None = None
-        url = coordination.redact_url(self.url)
+        url = redact_url(self.url)
         while not self._stop.is_set():
             now = time.monotonic()
             try:
@@ -145,7 +146,7 @@ class RingMembership:
             pass
         self._joined = True
         LOG.info("joined group %s on %s as %s", self.group.decode(),
-                 coordination.redact_url(self.url), self.member.decode())
+                 redact_url(self.url), self.member.decode())
 
     def _assign(self, members: frozenset[bytes]) -> None:
         if members == self._members:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from controller.base import Controller, ControllerError, NotFound, Server
 from doctor import clock
 from doctor.events import HOST_DOWN, HostEvent, instance_update
 from doctor.profiler import Profiler
+from doctor.retry import Backoff, RetryError, retry
 from inspector.config import InspectorConfig
 from inspector.hostmap import HostMap
 from inspector.store import DONE, EventLog
@@ -161,20 +161,13 @@ class InspectorService:
     # -- the work -------------------------------------------------------------
 
     def _keep_map_fresh(self) -> None:
-        delay = 0.1
         while not self._stop.is_set():
             try:
-                self.hostmap.begin_load()
-                unknown = self.hostmap.load(self.controller.list_servers())
-            except Exception as exc:  # the controller may be down: say so, keep trying
-                if self._controller_error is None:
-                    self._controller_error = (str(exc), clock.now())
-                LOG.error("cannot load the host->VM map from the controller: %s; retrying "
-                          "in %.1f s", exc, delay)
-                if self._stop.wait(delay):
-                    return
-                delay = min(delay * 2, 10.0)
-                continue
+                # The controller may be down: say so, keep trying (0.1 s doubling to 10 s).
+                unknown = retry(self._load_map, backoff=Backoff(0.1, 10.0), stop=self._stop,
+                                on_failure=self._load_failed)
+            except RetryError:
+                return
             self._controller_back()
             if not self._map_ready.is_set():
                 LOG.info("host->VM map loaded: %d hosts", len(self.hostmap.hosts()))
@@ -182,10 +175,22 @@ class InspectorService:
             elif unknown:
                 LOG.warning("host->VM map resync: %d servers were not in the map (or on "
                             "another host): their notifications had not arrived", unknown)
-            delay = 0.1
             if not self.config.resync_interval_s or self._stop.wait(
                     self.config.resync_interval_s):
                 return
+
+    def _load_map(self) -> int:
+        self.hostmap.begin_load()
+        return self.hostmap.load(self.controller.list_servers())
+
+    def _load_failed(self, exc: BaseException, _attempt: int, delay: float | None) -> None:
+        if self._controller_error is None:
+            self._controller_error = (str(exc), clock.now())
+        if delay is not None:
+            LOG.error("cannot load the host->VM map from the controller: %s; retrying "
+                      "in %.1f s", exc, delay)
+        else:
+            LOG.error("cannot load the host->VM map from the controller: %s", exc)
 
     def _prune_log(self) -> None:
         """Keep the event log bounded: at start, then every PRUNE_EVERY_S."""
@@ -271,10 +276,15 @@ class InspectorService:
                           "background", len(notes), host, exc)
                 self._pool.submit(self._call, f"notify {len(notes)} VM errors on {host}",
                                   self.publisher.publish, notes).add_done_callback(
-                    lambda f: f.result() and self.log.mark_notified(event_id))
+                    lambda f: self._notified_late(f, event_id))
                 return
             self.profiler.record("T05", hostname=host, servers=len(notes))
         self.log.mark_notified(event_id)
+
+    def _notified_late(self, future: Future, event_id: str) -> None:
+        """The background retry of a shortcut notification ended: noted if it got through."""
+        if future.result():
+            self.log.mark_notified(event_id)
 
     def _host_up(self, event: HostEvent) -> None:
         LOG.warning("%s is up again (%s): clearing its forced-down flag", event.hostname,
@@ -294,35 +304,41 @@ class InspectorService:
 
     def _call(self, what: str, function: Callable[..., Any], *args: Any) -> bool:
         """One controller call, retried with backoff; False if it finally failed."""
-        deadline = time.monotonic() + self.config.call_retry_for_s
-        delay, attempt = 0.05, 0
         controller_call = getattr(function, "__self__", None) is self.controller
-        while True:
-            attempt += 1
+        tries = 0
+
+        def attempt() -> bool:
+            nonlocal tries
+            tries += 1
             try:
                 function(*args)
-                if attempt > 1:
-                    LOG.warning("%s: done at attempt %d", what, attempt)
-                if controller_call and self._controller_error:
-                    self._controller_back()
-                return True
             except NotFound as exc:
                 LOG.error("%s: %s; not retrying", what, exc)
                 return False
-            except (ControllerError, PublishError, OSError) as exc:
-                if controller_call and self._controller_error is None:
-                    self._controller_error = (str(exc), clock.now())
-                    LOG.error("the controller fails: %s; the events stay accepted and are "
-                              "acted on when it answers again", exc)
-                if time.monotonic() >= deadline or self._stop.is_set():
-                    LOG.error("%s: failed after %d attempts: %s", what, attempt, exc)
-                    return False
-                if attempt == 1 or attempt % 10 == 0:
-                    LOG.error("%s: %s; retrying for up to %.0f s", what, exc,
-                              self.config.call_retry_for_s)
-            if self._stop.wait(delay):
-                return False
-            delay = min(delay * 2, 5.0)
+            if tries > 1:
+                LOG.warning("%s: done at attempt %d", what, tries)
+            if controller_call and self._controller_error:
+                self._controller_back()
+            return True
+
+        def failed(exc: BaseException, attempts: int, delay: float | None) -> None:
+            if controller_call and self._controller_error is None:
+                self._controller_error = (str(exc), clock.now())
+                LOG.error("the controller fails: %s; the events stay accepted and are "
+                          "acted on when it answers again", exc)
+            if delay is None:
+                LOG.error("%s: failed after %d attempts: %s", what, attempts, exc)
+            elif attempts == 1 or attempts % 10 == 0:
+                LOG.error("%s: %s; retrying for up to %.0f s", what, exc,
+                          self.config.call_retry_for_s)
+
+        try:
+            return retry(attempt, backoff=Backoff(0.05, 5.0),
+                         transient=(ControllerError, PublishError, OSError),
+                         deadline=clock.monotonic() + self.config.call_retry_for_s,
+                         stop=self._stop, on_failure=failed)
+        except RetryError:
+            return False
 
     def _controller_back(self) -> None:
         error = self._controller_error

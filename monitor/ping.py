@@ -14,7 +14,7 @@ from monitor.base import Monitor
 from monitor.config import MonitorConfig
 from monitor.detector import HostState
 from monitor.prober import ProbeScheduler, ProbeTarget
-from monitor.sender import Delivery, EventSender
+from monitor.sender import Delivery, InspectorSender
 
 LOG = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class PingMonitor(Monitor):
         self.config = config
         self.on_event = on_event
         self.profiler = Profiler(config.profile_file)
-        self.sender = EventSender(
+        self.sender = InspectorSender(
             config.inspector_url, config.inspector_token,
             timeout_s=config.event_timeout_ms / 1000.0,
             retry_initial_s=config.retry_initial_ms / 1000.0,

@@ -1,4 +1,4 @@
-"""Delivery of Doctor events to the Inspector, off the probe loop's thread.
+"""Delivery of Doctor events to the Inspector, off the probe loop's thread (an outbox).
 
 Events go out in order, batched when several are waiting (a mass failure is
 one request, not hundreds). A 2xx accepts them, a 4xx refuses them for good
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import sys
 import threading
 from collections.abc import Callable
@@ -19,10 +18,16 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from doctor.events import HostEvent
-from doctor.http import HttpClient, HttpError
+from doctor.http import HttpClient, HttpError, HttpResponse
+from doctor.outbox import Outbox, OutboxClosed
+from doctor.retry import Backoff, RetryError, retry
 
 LOG = logging.getLogger(__name__)
 MAX_BATCH = 100
+
+
+class _Failed(Exception):
+    """A delivery attempt that is retried: no answer, or neither 2xx nor 4xx."""
 
 
 @dataclass
@@ -34,8 +39,8 @@ class Delivery:
     attempts: int
 
 
-class EventSender:
-    """A worker thread that delivers queued HostEvents to ``<url>/events``.
+class InspectorSender:
+    """Delivers submitted HostEvents to ``<url>/events`` from an outbox's worker thread.
 
     With no URL, events are written to ``stream`` as JSON lines instead.
     """
@@ -50,43 +55,27 @@ class EventSender:
         self.stream = stream if stream is not None else sys.stdout
         self.on_delivered = on_delivered
         self.session = HttpClient(timeout_s, token)
-        self._queue: queue.Queue[HostEvent] = queue.Queue()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="event-sender", daemon=True)
+        self._stop = threading.Event()  # ends a delivery's retries
+        self._outbox: Outbox[HostEvent] = Outbox(self._deliver, name="event-sender",
+                                                 max_batch=MAX_BATCH)
 
     def start(self) -> None:
-        self._thread.start()
+        self._outbox.start()
 
     def submit(self, event: HostEvent) -> None:
-        self._queue.put(event)
+        try:
+            self._outbox.put(event)
+        except OutboxClosed:
+            LOG.error("sender stopped: %s not sent to the inspector", event.monitor_event_id)
 
     def stop(self, timeout_s: float = 2.0) -> None:
-        """Stop after delivering what is queued, waiting at most ``timeout_s``."""
-        if self._thread.ident is None:  # never started
-            self.session.close()
-            return
-        self._queue.put(None)  # type: ignore[arg-type]  # wakes the worker
-        self._thread.join(timeout_s)
-        self._stop.set()
-        self._thread.join(1.0)
+        """Stop after delivering what is queued, waiting at most ``timeout_s``; then give up
+        on a delivery still retrying (reported with status None) and on what is queued."""
+        if self._outbox.started:
+            self._outbox.flush(timeout_s)
+            self._stop.set()
+        self._outbox.close(0.0, join_s=1.0)
         self.session.close()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            event = self._queue.get()
-            if event is None:
-                return
-            batch = [event]
-            while len(batch) < MAX_BATCH:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._queue.put(None)  # type: ignore[arg-type]
-                    break
-                batch.append(more)
-            self._deliver(batch)
 
     def _deliver(self, batch: list[HostEvent]) -> None:
         body = [event.to_doctor() for event in batch]
@@ -97,34 +86,37 @@ class EventSender:
             self._done(batch, None, 1)
             return
         ids = ", ".join(e.monitor_event_id for e in batch)
-        delay = self.retry_initial_s
-        attempts = 0
-        while True:
-            attempts += 1
+        tries = 0
+
+        def attempt() -> HttpResponse:
+            nonlocal tries
+            tries += 1
             try:
                 response = self.session.put(self.url, json=body)
             except HttpError as exc:
-                problem = str(exc)
-            else:
-                if response.status < 300:
-                    LOG.info("inspector accepted %s (HTTP %d, attempt %d)", ids,
-                             response.status, attempts)
-                    self._done(batch, response.status, attempts)
-                    return
-                if 400 <= response.status < 500:
-                    LOG.error("inspector refused %s with HTTP %d: %s; not retrying", ids,
-                              response.status, response.text[:500])
-                    self._done(batch, response.status, attempts)
-                    return
-                problem = f"HTTP {response.status}"
+                raise _Failed(str(exc)) from None
+            if response.status >= 300 and not 400 <= response.status < 500:
+                raise _Failed(f"HTTP {response.status}")
+            return response
+
+        def failed(exc: BaseException, attempts: int, _delay: float | None) -> None:
             if attempts == 1 or attempts % 10 == 0:
                 LOG.warning("delivering %s to %s failed (%s); retrying every <= %.1f s",
-                            ids, self.url, problem, self.retry_max_s)
-            if self._stop.wait(delay):
-                LOG.error("stopped before the inspector accepted %s", ids)
-                self._done(batch, None, attempts)
-                return
-            delay = min(delay * 2, self.retry_max_s)
+                            ids, self.url, exc, self.retry_max_s)
+
+        try:
+            response = retry(attempt, backoff=Backoff(self.retry_initial_s, self.retry_max_s),
+                             transient=(_Failed,), stop=self._stop, on_failure=failed)
+        except RetryError as exc:
+            LOG.error("stopped before the inspector accepted %s", ids)
+            self._done(batch, None, exc.attempts)
+            return
+        if response.status < 300:
+            LOG.info("inspector accepted %s (HTTP %d, attempt %d)", ids, response.status, tries)
+        else:
+            LOG.error("inspector refused %s with HTTP %d: %s; not retrying", ids,
+                      response.status, response.text[:500])
+        self._done(batch, response.status, tries)
 
     def _done(self, batch: list[HostEvent], status: int | None, attempts: int) -> None:
         if self.on_delivered is not None:

@@ -10,7 +10,8 @@ Consumer that is down never holds up the alarms of another.
 
 Every request carries ``X-OpenStack-Request-Id`` (as Aodh sends it), the same
 on every retry, so a Consumer can tell a retry from a second alarm. Headers
-are never logged, and URLs are logged without credentials or query strings.
+are never logged, and URLs are logged through ``doctor.redact`` (no credentials, no query
+values).
 """
 
 from __future__ import annotations
@@ -23,27 +24,15 @@ import threading
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
 
 from doctor import clock
 from doctor.http import HttpClient, HttpError
 from doctor.profiler import Profiler
+from doctor.redact import redact_url
+from doctor.retry import Backoff
 from notifier.evaluator import Firing
 
 LOG = logging.getLogger(__name__)
-
-
-def redact(url: str) -> str:
-    """``url`` safe to log: no user:password@, no query string or fragment (tokens hide there)."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        netloc = host + (f":{parts.port}" if parts.port else "")
-        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-    except ValueError:
-        return "<unparsable URL>"
 
 
 @dataclass
@@ -58,7 +47,7 @@ class _Delivery:
     request_id: str = field(default_factory=lambda: f"req-{uuid.uuid4()}")
     first_at: float = field(default_factory=clock.monotonic)
     attempts: int = 0
-    delay_s: float = 0.0
+    backoff: Backoff = field(default_factory=lambda: Backoff(0.0))  # the waits between them
 
 
 class ActionDispatcher:
@@ -99,7 +88,8 @@ class ActionDispatcher:
             payload = firing.payload()
             for url in firing.actions:
                 self._submit(_Delivery(firing.alarm_id, firing.instance_id, url, payload,
-                                       delay_s=self.retry_initial_s))
+                                       backoff=Backoff(self.retry_initial_s,
+                                                       self.retry_max_s)))
                 queued += 1
         return queued
 
@@ -132,7 +122,7 @@ class ActionDispatcher:
             self._post(delivery)
         except Exception:  # a bug must not kill the worker silently
             LOG.exception("alarm %s: action to %s failed unexpectedly", delivery.alarm_id,
-                          redact(delivery.url))
+                          redact_url(delivery.url))
 
     def _post(self, delivery: _Delivery) -> None:
         if not delivery.body:  # encoded here, in the pool, so dispatch() returns at once
@@ -156,13 +146,13 @@ class ActionDispatcher:
                 self.profiler.record("T08", at=sent_at, alarm_id=delivery.alarm_id,
                                      instance_id=delivery.instance_id)
                 LOG.debug("alarm %s: action to %s delivered (HTTP %d, attempt %d)",
-                          delivery.alarm_id, redact(delivery.url), status, delivery.attempts)
+                          delivery.alarm_id, redact_url(delivery.url), status, delivery.attempts)
                 return
             if status < 500:
                 with self._lock:
                     self.counts["refused"] += 1
                 LOG.warning("alarm %s: action to %s refused with HTTP %d; not retried",
-                            delivery.alarm_id, redact(delivery.url), status)
+                            delivery.alarm_id, redact_url(delivery.url), status)
                 return
             problem = f"HTTP {status}"
         self._retry(delivery, problem)
@@ -173,23 +163,23 @@ class ActionDispatcher:
             if self._stopping.is_set():
                 self._lose(delivery, f"{problem}; the notifier is stopping")
                 return
-            if elapsed + delivery.delay_s > self.retry_for_s:
+            delay_s = next(delivery.backoff)
+            if elapsed + delay_s > self.retry_for_s:
                 self._lose(delivery, f"{problem}; gave up after {delivery.attempts} attempts "
                                      f"in {elapsed:.1f} s")
                 return
             if delivery.attempts == 1:
                 LOG.warning("alarm %s: action to %s failed (%s); retrying for up to %g s",
-                            delivery.alarm_id, redact(delivery.url), problem, self.retry_for_s)
+                            delivery.alarm_id, redact_url(delivery.url), problem, self.retry_for_s)
             self.counts["retried"] += 1
-            heapq.heappush(self._retries, (clock.monotonic() + delivery.delay_s,
-                                           next(self._seq), delivery))
-            delivery.delay_s = min(delivery.delay_s * 2, self.retry_max_s)
+            heapq.heappush(self._retries, (clock.monotonic() + delay_s, next(self._seq),
+                                           delivery))
             self._lock.notify_all()
 
     def _lose(self, delivery: _Delivery, why: str) -> None:
         """Called with the lock held."""
         self.counts["lost"] += 1
-        LOG.error("alarm %s: action to %s lost: %s", delivery.alarm_id, redact(delivery.url),
+        LOG.error("alarm %s: action to %s lost: %s", delivery.alarm_id, redact_url(delivery.url),
                   why)
 
     def _schedule_retries(self) -> None:

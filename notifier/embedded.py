@@ -13,7 +13,6 @@ alarm may fire again after a restart: at least once, never lost.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +21,7 @@ from sqlalchemy.engine import make_url
 
 from doctor import clock
 from doctor.events import EventError, parse_ceilometer_event
+from doctor.outbox import Outbox, OutboxClosed, OutboxFull
 from doctor.profiler import Profiler
 from notifier.actions import ActionDispatcher
 from notifier.base import EventPublisher, PublishError
@@ -59,8 +59,10 @@ class EmbeddedNotifier(EventPublisher):
             profiler=self.profiler)
         # One lock for the evaluator's alarms and every API change to them.
         self.lock = threading.RLock()
-        self._queue: queue.Queue[list[dict[str, Any]] | None] = queue.Queue(QUEUE_BATCHES)
-        self._worker: threading.Thread | None = None
+        # Event lists; a batch takes lists until it holds MAX_EVALUATION events or more.
+        self._outbox: Outbox[list[dict[str, Any]]] = Outbox(
+            self._evaluate_lists, name="notifier-evaluator", max_batch=MAX_EVALUATION,
+            maxsize=QUEUE_BATCHES, weight=len)
         self._stopped = threading.Event()
         self.evaluated = 0  # events evaluated so far
         self._names: dict[tuple[str, str], str] = {}  # (project, name) -> alarm id: unique
@@ -74,9 +76,7 @@ class EmbeddedNotifier(EventPublisher):
 
     def start(self) -> EmbeddedNotifier:
         self.dispatcher.start()
-        self._worker = threading.Thread(target=self._run, name="notifier-evaluator",
-                                        daemon=True)
-        self._worker.start()
+        self._outbox.start()
         return self
 
     def stop(self, timeout_s: float = 5.0) -> None:
@@ -85,14 +85,12 @@ class EmbeddedNotifier(EventPublisher):
             return
         deadline = clock.monotonic() + timeout_s
         self._stopped.set()
-        if self._worker is not None:
-            try:
-                self._queue.put(None, timeout=max(0.0, deadline - clock.monotonic()) / 2)
-            except queue.Full:
-                pass  # the worker sees _stopped after its current batch
-            self._worker.join(max(0.0, (deadline - clock.monotonic()) / 2))
-            if self._worker.is_alive():
-                LOG.warning("notifier: evaluation still running at stop; giving up on it")
+        if self._outbox.started:
+            drained = self._outbox.flush(max(0.0, deadline - clock.monotonic()) / 2)
+            lost = self._outbox.close(0.0, join_s=0.0)  # an idle worker ends at once
+            if not drained:
+                LOG.warning("notifier: evaluation still running at stop; giving up on it "
+                            "(%d events not evaluated)", sum(len(events) for events in lost))
         self.dispatcher.stop(max(0.5, deadline - clock.monotonic()))
         self.store.close()
 
@@ -116,37 +114,19 @@ class EmbeddedNotifier(EventPublisher):
         if not events:
             return
         try:
-            self._queue.put_nowait(list(events))
-        except queue.Full:
+            self._outbox.put(list(events))
+        except OutboxFull:
             raise PublishError(f"the notifier is overloaded: {QUEUE_BATCHES} event batches "
                                "are waiting for evaluation") from None
+        except OutboxClosed:
+            raise PublishError("the notifier is stopped") from None
 
-    def _run(self) -> None:
-        while True:
-            try:
-                batch = self._queue.get(timeout=0.5)
-            except queue.Empty:
-                if self._stopped.is_set():
-                    return
-                continue
-            if batch is None:
-                return
-            events, last = list(batch), False
-            while len(events) < MAX_EVALUATION and not last:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    last = True
-                else:
-                    events.extend(more)
-            try:
-                self._evaluate(events)
-            except Exception:  # one bad batch must not stop the alarms of all the next ones
-                LOG.exception("notifier: evaluating %d events failed", len(events))
-            if last:
-                return
+    def _evaluate_lists(self, lists: list[list[dict[str, Any]]]) -> None:
+        events = [event for events in lists for event in events]
+        try:
+            self._evaluate(events)
+        except Exception:  # one bad batch must not stop the alarms of all the next ones
+            LOG.exception("notifier: evaluating %d events failed", len(events))
 
     def _evaluate(self, events: list[dict[str, Any]]) -> None:
         with self.lock:
@@ -264,7 +244,7 @@ class EmbeddedNotifier(EventPublisher):
         with self.lock:
             alarms = len(self.evaluator.alarms)
         return {"alarms": alarms, "events_evaluated": self.evaluated,
-                "events_queued": self._queue.qsize(), "actions": dict(self.dispatcher.counts),
+                "events_queued": self._outbox.pending(), "actions": dict(self.dispatcher.counts),
                 "actions_pending": self.dispatcher.pending()}
 
 

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from doctor.http import HttpClient, HttpError
+from doctor.retry import Backoff, GaveUp, retry
 from notifier.base import EventPublisher, PublishError
 
 LOG = logging.getLogger(__name__)
+
+
+class _Failed(Exception):
+    """An attempt worth repeating: no answer, or an answer that is not 2xx or 4xx."""
+
+
+class _Refused(Exception):
+    """A 4xx: the Notifier refused the events, retrying will not help."""
 
 
 class HttpPublisher(EventPublisher):
@@ -25,23 +33,30 @@ class HttpPublisher(EventPublisher):
     def publish(self, events: list[dict[str, Any]]) -> None:
         if not events:
             return
-        problem = ""
-        for attempt in range(1, self.attempts + 1):
+
+        def attempt() -> None:
             try:
                 response = self.session.post(self.url, json=events)
             except HttpError as exc:
-                problem = str(exc)
-            else:
-                if response.status < 300:
-                    return
-                problem = f"HTTP {response.status}: {response.text[:300]}"
-                if 400 <= response.status < 500:
-                    break  # the Notifier refused them: retrying will not help
-            if attempt < self.attempts:
+                raise _Failed(str(exc)) from None
+            if response.status < 300:
+                return
+            problem = f"HTTP {response.status}: {response.text[:300]}"
+            raise (_Refused if 400 <= response.status < 500 else _Failed)(problem)
+
+        def failed(exc: BaseException, attempt: int, delay: float | None) -> None:
+            if delay is not None:
                 LOG.warning("publishing %d events to %s failed (%s); retry %d/%d",
-                            len(events), self.url, problem, attempt, self.attempts - 1)
-                time.sleep(self.retry_delay_s * 2 ** (attempt - 1))
-        raise PublishError(f"{len(events)} events not delivered to {self.url}: {problem}")
+                            len(events), self.url, exc, attempt, self.attempts - 1)
+
+        try:
+            # Waits of retry_delay_s, doubling: 0.05, 0.1, 0.2, 0.4 s by default.
+            retry(attempt, backoff=Backoff(self.retry_delay_s), transient=(_Failed,),
+                  attempts=max(1, self.attempts), on_failure=failed)
+        except (GaveUp, _Refused) as exc:
+            problem = str(exc.last if isinstance(exc, GaveUp) else exc)
+            raise PublishError(f"{len(events)} events not delivered to {self.url}: "
+                               f"{problem}") from None
 
     def close(self) -> None:
         self.session.close()

@@ -23,13 +23,10 @@ sharing of VIMs among servers; ``set_owns`` changes it and reconciles at once.
 
 from __future__ import annotations
 
+import functools
 import heapq
-import http.client
 import logging
-import queue
-import ssl
 import threading
-import urllib.parse
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +37,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from doctor import clock
 from doctor.events import vim_status_update
+from doctor.http import HttpClient, HttpError
+from doctor.outbox import Outbox, OutboxClosed
 from monitor.config import MonitorConfig, Target
 from monitor.detector import HostState
 from notifier.base import EventPublisher, PublishError
@@ -56,6 +55,7 @@ from vim.store import (
 LOG = logging.getLogger(__name__)
 
 REPORT_BATCH = 500  # status reports per transaction
+EVENT_BATCH = 1000  # status events per publish call
 HTTP_READ_LIMIT = 65536
 # A scheduler as the manager needs it: ProbeScheduler, or a fake in the unit tests.
 SchedulerFactory = Callable[[MonitorConfig, Callable[..., None]], Any]
@@ -73,28 +73,19 @@ def probe_config(config: VimConfig) -> MonitorConfig:
 
 
 def check_http(auth_url: str, cert_verify: bool, timeout_s: float) -> tuple[bool, str]:
-    """GET ``auth_url``: (True, "HTTP 300") for any answer below 500, else (False, why)."""
-    parts = urllib.parse.urlsplit(auth_url)
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    conn: http.client.HTTPConnection
-    if parts.scheme == "https":
-        context = ssl.create_default_context()
-        if not cert_verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        conn = http.client.HTTPSConnection(parts.hostname or "", parts.port, timeout=timeout_s,
-                                           context=context)
-    else:
-        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout_s)
+    """GET ``auth_url``: (True, "HTTP 300") for any answer below 500, else (False, why).
+
+    A client per check, closed after it: a kept-alive connection per VIM and worker would
+    hold thousands of sockets open between checks.
+    """
+    client = HttpClient(timeout_s, verify=cert_verify)
     try:
-        conn.request("GET", path, headers={"Accept": "application/json"})
-        answer = conn.getresponse()
-        answer.read(HTTP_READ_LIMIT)
-        return answer.status < 500, f"HTTP {answer.status}"
-    except (OSError, http.client.HTTPException) as exc:
-        return False, f"{type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}"
+        answer = client.get(auth_url, limit=HTTP_READ_LIMIT)
+    except HttpError as exc:
+        return False, exc.reason
     finally:
-        conn.close()
+        client.close()
+    return answer.status < 500, f"HTTP {answer.status}"
 
 
 class VimMonitor:
@@ -143,55 +134,45 @@ class ManagerStats:
     events_failed: int = 0
 
 
-class EventSender:
-    """Publishes status events from its own thread, in order, batched; never blocks the
+class VimEventSender:
+    """Publishes status events from an outbox's thread, in order, batched; never blocks the
     manager. Without a publisher the events are only counted (the change is logged)."""
 
     def __init__(self, publisher: EventPublisher | None, stats: ManagerStats) -> None:
         self.publisher = publisher
         self.stats = stats
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="vim-events", daemon=True)
+        self._outbox: Outbox[dict[str, Any]] = Outbox(self._publish, name="vim-events",
+                                                      max_batch=EVENT_BATCH)
 
     def start(self) -> None:
         if self.publisher is not None:
-            self._thread.start()
+            self._outbox.start()
 
     def submit(self, event: dict[str, Any]) -> None:
         if self.publisher is not None:
-            self._queue.put(event)
+            try:
+                self._outbox.put(event)
+            except OutboxClosed:
+                self._lost(1, "the VIM server is stopping")
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join(timeout_s)
+        lost = self._outbox.close(timeout_s)
+        if lost:
+            self._lost(len(lost), f"not published within {timeout_s:g} s of the stop")
         if self.publisher is not None:
             self.publisher.close()
 
-    def _run(self) -> None:
+    def _publish(self, batch: list[dict[str, Any]]) -> None:
         assert self.publisher is not None
-        while True:
-            item = self._queue.get()
-            batch = [item] if item is not None else []
-            stopping = item is None
-            while not stopping and len(batch) < 1000:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stopping = True
-                else:
-                    batch.append(more)
-            if batch:
-                try:
-                    self.publisher.publish(batch)
-                    self.stats.events_published += len(batch)
-                except PublishError as exc:
-                    self.stats.events_failed += len(batch)
-                    LOG.error("vim.status.update events lost: %s", exc)
-            if stopping:
-                return
+        try:
+            self.publisher.publish(batch)
+            self.stats.events_published += len(batch)
+        except PublishError as exc:
+            self._lost(len(batch), str(exc))
+
+    def _lost(self, count: int, why: str) -> None:
+        self.stats.events_failed += count
+        LOG.error("vim.status.update events lost: %s", why)
 
 
 class MonitorManager:
@@ -204,7 +185,7 @@ class MonitorManager:
         self.store = store
         self.config = config
         self.stats = ManagerStats()
-        self.events = EventSender(publisher, self.stats)
+        self.events = VimEventSender(publisher, self.stats)
         self._owns: Callable[[str], bool] = owns or (lambda _vim_id: True)
         self._scheduler_factory = scheduler_factory or _probe_scheduler
         self._probe_config = probe_config(config)
@@ -366,14 +347,14 @@ class MonitorManager:
         while self._http_results:
             vim_id, monitor_id, ok, detail = self._http_results.popleft()
             self._http_inflight -= 1
-            monitor = self.monitors.get(vim_id)
-            if monitor is None or monitor.monitor_id != monitor_id:
+            checked = self.monitors.get(vim_id)
+            if checked is None or checked.monitor_id != monitor_id:
                 continue
-            if ok != monitor.http_ok:
-                LOG.info("VIM %s: HTTP check of its auth_url %s (%s)", monitor.name,
+            if ok != checked.http_ok:
+                LOG.info("VIM %s: HTTP check of its auth_url %s (%s)", checked.name,
                          "passes" if ok else "fails", detail)
-            monitor.http_ok = ok
-            self._evaluate(monitor)
+            checked.http_ok = ok
+            self._evaluate(checked)
         self._flush_reports()
 
     def _verdict(self, monitor: VimMonitor) -> str | None:
@@ -547,7 +528,7 @@ class MonitorManager:
             self._replace(stalled)
 
     def _replace(self, addresses: list[str]) -> None:
-        claims = []
+        claims: list[tuple[str, str | None]] = []
         for address in addresses:
             self._generation[address] = self._generation.get(address, 0) + 1
             target = self.targets.get(address)
@@ -584,8 +565,7 @@ class MonitorManager:
             self._http_inflight += 1
             self.stats.http_checks += 1
             future = pool.submit(check_http, monitor.auth_url, monitor.cert_verify, timeout_s)
-            future.add_done_callback(
-                lambda f, v=vim_id, m=monitor_id: self._http_done(v, m, f))
+            future.add_done_callback(functools.partial(self._http_done, vim_id, monitor_id))
             heapq.heappush(self._http_due, (max(due + interval_s, now), vim_id, monitor_id))
 
     def _http_done(self, vim_id: str, monitor_id: str, future: Any) -> None:

@@ -99,3 +99,22 @@ def test_threads_use_their_own_connections(server):
         thread.join()
     assert errors == [] and len(client._all) == 8
     client.close()
+
+
+def test_tls_is_verified_unless_told_not_to(tls_server):
+    client = HttpClient(2.0)
+    with pytest.raises(HttpError, match="CERTIFICATE_VERIFY_FAILED"):
+        client.get(tls_server + "/")
+    client.close()
+    unverified = HttpClient(2.0, verify=False)
+    assert unverified.get(tls_server + "/").body == b"small"
+    unverified.close()
+
+
+def test_limit_reads_the_start_of_a_body_and_replaces_the_connection(tls_server):
+    client = HttpClient(2.0, verify=False)
+    assert len(client.get(tls_server + "/big", limit=1000).body) == 1000
+    assert client._all == []  # not read to the end: not kept for the next request
+    assert client.get(tls_server + "/").body == b"small"
+    assert len(client._all) == 1  # read to the end: kept alive
+    client.close()

@@ -3,13 +3,13 @@ import json
 import time
 
 from doctor.events import HOST_DOWN, HOST_UP, HostEvent
-from monitor.sender import EventSender
+from monitor.sender import InspectorSender
 from testkit.eventsink import EventSink
 from tests.waiting import wait_until
 
 
 def make_sender(url, deliveries, **kwargs):
-    sender = EventSender(url, timeout_s=1.0, retry_initial_s=0.01, retry_max_s=0.05,
+    sender = InspectorSender(url, timeout_s=1.0, retry_initial_s=0.01, retry_max_s=0.05,
                          on_delivered=deliveries.append, **kwargs)
     sender.start()
     return sender
@@ -94,4 +94,4 @@ def test_stop_gives_up_on_an_unreachable_inspector_in_bounded_time():
 
 
 def test_stop_without_start_is_harmless():
-    EventSender("http://127.0.0.1:9").stop()
+    InspectorSender("http://127.0.0.1:9").stop()

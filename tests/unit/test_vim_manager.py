@@ -24,7 +24,7 @@ from monitor.detector import HostState
 from tests.waiting import wait_until
 from vim.config import VimConfig
 from vim.crypto import PasswordBox
-from vim.manager import MonitorManager
+from vim.manager import MonitorManager, check_http
 from vim.store import BAD_ACTION, PENDING, REACHABLE, UNREACHABLE, VimStore
 
 # Fast: probes every 20 ms; an address is stalled after 15 x 20 + 20 = 320 ms without
@@ -343,3 +343,10 @@ def test_http_check_reachable_needs_an_icmp_reply_and_an_answer_below_500(
     wait_until(lambda: status(store, vim.id) == UNREACHABLE, 2.0, "UNREACHABLE on HTTP 503")
     auth_server.set_answer(401)  # Keystone without a token: the service is there
     wait_until(lambda: status(store, vim.id) == REACHABLE, 2.0, "REACHABLE on HTTP 401")
+
+
+def test_http_check_of_a_tls_auth_url_verifies_the_certificate_as_the_vim_says(tls_server):
+    assert check_http(tls_server + "/v3", cert_verify=False, timeout_s=2.0) == (True, "HTTP 200")
+    ok, detail = check_http(tls_server + "/v3", cert_verify=True, timeout_s=2.0)
+    assert not ok and "CERTIFICATE_VERIFY_FAILED" in detail
+    assert check_http(tls_server + "/big", cert_verify=False, timeout_s=2.0) == (True, "HTTP 200")
