@@ -29,6 +29,7 @@ from doctor import clock
 from doctor.events import HOST_DOWN, HostEvent, instance_update
 from doctor.profiler import Profiler
 from doctor.retry import Backoff, RetryError, retry
+from inspector.base import Inspector
 from inspector.config import InspectorConfig
 from inspector.hostmap import HostMap
 from inspector.store import DONE, EventLog
@@ -47,7 +48,7 @@ class HostRecord:
     handled_at: float | None = None
 
 
-class InspectorService:
+class InspectorService(Inspector):
     """Event intake, the host map, and fault handling."""
 
     def __init__(self, config: InspectorConfig, controller: Controller,

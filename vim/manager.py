@@ -42,6 +42,7 @@ from doctor.outbox import Outbox, OutboxClosed
 from monitor.config import MonitorConfig, Target
 from monitor.detector import HostState
 from notifier.base import EventPublisher, PublishError
+from vim.base import VimMonitoring
 from vim.config import VimConfig
 from vim.store import (
     REACHABLE,
@@ -175,7 +176,7 @@ class VimEventSender:
         LOG.error("vim.status.update events lost: %s", why)
 
 
-class MonitorManager:
+class MonitorManager(VimMonitoring):
     """Keeps one monitor per owned VIM, in one thread (see the module's docstring)."""
 
     def __init__(self, store: VimStore, config: VimConfig,
