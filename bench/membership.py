@@ -28,6 +28,7 @@ import tempfile
 import time
 from typing import Any
 
+from bench import report
 from bench.report import emit, summary_ms
 from doctor import clock, coordination
 from doctor.tables import table
@@ -52,16 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _parse(args: argparse.Namespace) -> tuple[list[int], list[str]]:
-    try:
-        counts = [int(c) for c in args.members.split(",") if c.strip()]
-    except ValueError:
-        counts = []
-    if not counts or min(counts) < 1 or max(counts) > 500:
-        raise SystemExit(f"{PROG}: error: --members {args.members!r}: comma-separated counts, "
-                         "1..500")
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    if not backends or set(backends) - {"redis", "file"}:
-        raise SystemExit(f"{PROG}: error: --backends {args.backends!r}: redis, file or both")
+    counts = report.counts(PROG, "--members", args.members, 1, 500)
+    backends = report.choices(PROG, "--backends", args.backends, {"redis", "file"},
+                              "redis, file or both")
     if not 1 <= args.kills <= 100:
         raise SystemExit(f"{PROG}: error: --kills {args.kills}: 1..100")
     if not 1 <= args.window_s <= 600 or not 0.3 <= args.heartbeat_timeout_s <= 60:

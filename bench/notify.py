@@ -22,6 +22,7 @@ import time
 import uuid
 from typing import Any
 
+from bench import report
 from bench.report import emit, summary_ms
 from doctor import clock
 from doctor.events import HOST_DOWN, HOST_UP, HostEvent
@@ -37,6 +38,7 @@ from scenario.clouds import LocalCloud, OpenStackCloud
 from scenario.fault_management import openstack_env
 from scenario.pipeline import Pipeline
 
+PROG = "doctor bench notify"
 ROUND_TIMEOUT_S = 30.0
 
 
@@ -211,17 +213,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _parse(args: argparse.Namespace) -> tuple[list[int], list[str], tuple[int, int] | None]:
-    try:
-        sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    except ValueError:
-        sizes = []
-    if not sizes or min(sizes) < 1 or max(sizes) > 5000:
-        raise SystemExit(f"doctor bench notify: error: --sizes {args.sizes!r}: "
-                         "comma-separated counts, 1..5000")
-    paths = [p.strip() for p in args.paths.split(",") if p.strip()]
-    if not paths or set(paths) - {"shortcut", "conservative"}:
-        raise SystemExit(f"doctor bench notify: error: --paths {args.paths!r}: "
-                         "shortcut and/or conservative")
+    sizes = report.counts(PROG, "--sizes", args.sizes, 1, 5000)
+    paths = report.choices(PROG, "--paths", args.paths, {"shortcut", "conservative"},
+                           "shortcut and/or conservative")
     if args.rounds < 1 or args.big_rounds < 1:
         raise SystemExit("doctor bench notify: error: --rounds and --big-rounds must be >= 1")
     fleet = None

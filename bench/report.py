@@ -1,4 +1,4 @@
-"""Benchmark output: a table for people, JSON for machines."""
+"""Benchmarks' input and output: their list flags, a table for people, JSON for machines."""
 
 from __future__ import annotations
 
@@ -35,3 +35,24 @@ def emit(result: dict[str, Any], tables: Sequence[str], json_path: str = "") -> 
     if json_path:
         with open(json_path, "w", encoding="utf-8") as handle:
             handle.write(encoded + "\n")
+
+
+def counts(prog: str, flag: str, text: str, low: int, high: int) -> list[int]:
+    """A comma-separated list of counts in low..high, else exit naming the flag."""
+    try:
+        found = [int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        found = []
+    if not found or min(found) < low or max(found) > high:
+        raise SystemExit(f"{prog}: error: {flag} {text!r}: comma-separated counts, "
+                         f"{low}..{high}")
+    return found
+
+
+def choices(prog: str, flag: str, text: str, allowed: set[str], expected: str) -> list[str]:
+    """A comma-separated list of some of ``allowed``, else exit naming the flag and what it
+    expects."""
+    found = [c.strip() for c in text.split(",") if c.strip()]
+    if not found or set(found) - allowed:
+        raise SystemExit(f"{prog}: error: {flag} {text!r}: {expected}")
+    return found

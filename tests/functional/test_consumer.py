@@ -18,7 +18,7 @@ from doctor.events import instance_update
 from doctor.profiler import read
 from testkit.eventsink import free_port
 from tests.functional.test_controller_api import start_controller, stop
-from tests.waiting import wait_until
+from tests.waiting import wait_answering, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTROLLER_TOKEN = "consumer-test-secret"
@@ -46,16 +46,8 @@ def start_consumer(tmp_path: Path, *flags: str) -> tuple[subprocess.Popen, str, 
         process = subprocess.Popen([sys.executable, "-m", "consumer.cli", "--port", str(port),
                                     *flags], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            requests.get(url + "/failures", timeout=1)
-            return process, url, log
-        except requests.ConnectionError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise AssertionError(f"consumer did not start: {log.read_text()}") from None
-            time.sleep(0.05)
+    wait_answering(process, url + "/failures", log, "consumer")
+    return process, url, log
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from controller.base import ControllerError, NotFound, Server
 from controller.client import ControllerClient
 from doctor.events import INSTANCE_UPDATE, parse_ceilometer_event, traits
 from testkit.eventsink import EventSink, free_port
+from tests.waiting import wait_answering
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "functional-secret"
@@ -31,16 +32,8 @@ def start_controller(tmp_path: Path, *flags: str) -> tuple[subprocess.Popen, str
              "--database", f"sqlite:///{tmp_path}/controller-{port}.db", *flags],
             cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            requests.get(url + "/v1/hosts", timeout=1)
-            return process, url, log
-        except requests.ConnectionError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise AssertionError(f"controller did not start: {log.read_text()}") from None
-            time.sleep(0.05)
+    wait_answering(process, url + "/v1/hosts", log, "controller")
+    return process, url, log
 
 
 def stop(process: subprocess.Popen) -> None:

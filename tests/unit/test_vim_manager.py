@@ -21,6 +21,7 @@ from doctor.config import build
 from doctor.events import traits
 from doctor.store import make_engine
 from monitor.detector import HostState
+from tests.fakes import ListPublisher
 from tests.waiting import wait_until
 from vim.config import VimConfig
 from vim.crypto import PasswordBox
@@ -83,17 +84,6 @@ class FakeScheduler:
         for probe in list(self.probes.values()):
             if probe.address == address:
                 self.on_transition(probe, HostState.UNKNOWN, state, 0.0)
-
-
-class ListPublisher:
-    def __init__(self) -> None:
-        self.events: list = []
-
-    def publish(self, events) -> None:
-        self.events.extend(events)
-
-    def close(self) -> None:
-        pass
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from doctor.config import build
 from doctor.events import traits
 from doctor.store import make_engine
 from monitor.detector import HostState
+from tests.fakes import ListPublisher
 from vim.api import create_app
 from vim.config import VimConfig
 from vim.crypto import KeyFileError, PasswordBox, load_or_create_key
@@ -151,17 +152,6 @@ class FakeScheduler:
             if target.address == address:
                 probe = type("Probe", (), {"hostname": target.hostname})()
                 self.on_transition(probe, HostState.UNKNOWN, state, 0.0)
-
-
-class ListPublisher:
-    def __init__(self) -> None:
-        self.events: list = []
-
-    def publish(self, events) -> None:
-        self.events.extend(events)
-
-    def close(self) -> None:
-        pass
 
 
 def make_manager(store, publisher=None):
