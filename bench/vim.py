@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", default="", metavar="PATH", help="also write the JSON here")
 
 
-class Server:
+class VimServerProcess:
     """The ``doctor-vim`` process under test."""
 
     def __init__(self, workdir: str, interval_ms: int) -> None:
@@ -117,7 +117,7 @@ def _wait(predicate: Any, timeout_s: float, what: str, interval_s: float = 1.0) 
         time.sleep(interval_s)
 
 
-def _register_all(server: Server, addresses: list[str], clients: int) -> float:
+def _register_all(server: VimServerProcess, addresses: list[str], clients: int) -> float:
     def register(item: tuple[int, str]) -> None:
         number, address = item
         body = {"name": f"bench-vim-{number:05d}", "auth_url": f"http://{address}:5000/v3",
@@ -141,7 +141,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                               "workdir": workdir}
     with TestHostNetwork(prefix=PREFIX, index=args.index) as net:
         addresses = net.add_address_block(args.vims, own_thread=not args.echo_in_sender)
-        server = Server(workdir, args.interval_ms)
+        server = VimServerProcess(workdir, args.interval_ms)
         try:
             server.start()
             took = _register_all(server, addresses, args.clients)
