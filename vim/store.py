@@ -94,10 +94,6 @@ class DuplicateName(ValueError):
     """Another VIM has this name."""
 
 
-class StaleMonitor(RuntimeError):
-    """A status report from a monitor that is not the VIM's current one (``bad_action``)."""
-
-
 @dataclass(frozen=True)
 class VimRecord:
     """One VIM as stored, without its password."""
