@@ -111,7 +111,9 @@ def test_a_suspicion_in_flight_at_the_kill_is_neither_lost_nor_turned_up(
         tmp_path, network, sink, redis_server):
     """The owner of a host whose link was just cut dies while the host is only suspect: the
     survivor reports it down (once), and nobody reports it up."""
-    hosts = network.add_hosts(["c1", "c2", "c3", "c4"])
+    # 12 hosts: the ring gives every host to one of the two monitors with odds 2/4096 (with 4
+    # hosts, 1/8: wait_steady then never saw both monitors probing, and the test failed).
+    hosts = network.add_hosts([f"c{i}" for i in range(1, 13)])
     config = str(tmp_path / "monitor.conf")
     write_targets(config, {h.name: h.address for h in hosts}, 100)
     # A suspicion lasts about a second (20 misses, 50 ms apart): time to kill its owner.
