@@ -38,6 +38,10 @@ BENCHMARKS = {
     "vim": ("bench.vim", "VIM monitoring at scale: register rate, CPU per second of "
                          "monitoring, resume after kill -9, with 10,000 VIMs on namespaced "
                          "addresses (needs root)"),
+    "slowclients": ("bench.slowclients", "each part's API while 1,000 slow or idle "
+                                         "connections are open to it: connections held, "
+                                         "latency of normal requests (no root needed but for "
+                                         "the VIM server)"),
 }
 
 
