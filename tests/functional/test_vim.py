@@ -294,7 +294,9 @@ def test_two_servers_share_the_vims_and_one_killed_has_its_vims_taken_over(
     identifier); kill -9 one, the other takes its VIMs."""
     from bench.takeover import ProbeCapture, wait_steady
 
-    hosts = network.add_hosts([f"vim-{i}" for i in range(6)])
+    # 12 VIMs: the ring (over random VIM ids) gives them all to one server with odds 2/4096;
+    # with 6 it was 1/32, and wait_steady never saw both servers probing.
+    hosts = network.add_hosts([f"vim-{i}" for i in range(12)])
     shared = ["--share-group", "vims", "--coordination-url", redis_server.url]
     if database == "postgresql":
         shared += ["--database", request.getfixturevalue("postgres_server").url]
