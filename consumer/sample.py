@@ -25,7 +25,7 @@ from consumer.config import ConsumerConfig
 from controller.base import ControllerError, NotFound
 from controller.client import ControllerClient
 from doctor import clock
-from doctor.api import ApiError, json_app, json_body
+from doctor.api import ApiError, json_app, json_body, limit_body
 from doctor.events import VIM_STATUS_UPDATE, EventError, parse_ceilometer_event, traits
 from doctor.profiler import Profiler
 from doctor.wsgi import HttpServer
@@ -218,6 +218,7 @@ class SampleConsumer(Consumer):
 def create_app(consumer: SampleConsumer) -> Flask:
     """The Consumer's HTTP API (see the module's docstring)."""
     app = json_app("consumer")
+    limit_body(app, consumer.config.max_body_bytes)
 
     @app.post(consumer.config.path, endpoint="failure")
     def failure() -> Response:

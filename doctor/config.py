@@ -251,6 +251,16 @@ def port_option(default: int, what: str = "the REST API") -> Any:
     return option(default, min=0, max=65535, help=f"port of {what} (0: any free one)")
 
 
+DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB
+
+
+def body_limit_option(default: int = DEFAULT_MAX_BODY_BYTES) -> Any:
+    """The ``max_body_bytes`` field: the largest request body the REST API reads."""
+    return option(default, min=1024, max=1 << 30,
+                  help="largest request body the REST API takes; a larger one is answered "
+                       "413 naming body, bytes")
+
+
 def profile_option(what: str = "latency checkpoints") -> Any:
     """The ``profile_file`` field: where ``what`` are appended, as JSON lines."""
     return option("", help=f"append {what} to this file (JSON lines)")

@@ -6,7 +6,14 @@ import re
 from dataclasses import dataclass
 
 from doctor import coordination, drivers
-from doctor.config import ConfigError, host_option, option, port_option, profile_option
+from doctor.config import (
+    ConfigError,
+    body_limit_option,
+    host_option,
+    option,
+    port_option,
+    profile_option,
+)
 from doctor.store import database_option
 
 
@@ -16,6 +23,7 @@ class InspectorConfig:
 
     host: str = host_option()
     port: int = port_option(12345)
+    max_body_bytes: int = body_limit_option()
     token: str = option("", help="required: clients (monitors, the controller) send it as "
                                  "X-Auth-Token; requests without it get 401 (never logged)")
     database: str = database_option("inspector", "the event log (accepted events are "

@@ -9,7 +9,14 @@ import re
 from dataclasses import dataclass
 
 from doctor import coordination
-from doctor.config import ConfigError, host_option, option, port_option, profile_option
+from doctor.config import (
+    ConfigError,
+    body_limit_option,
+    host_option,
+    option,
+    port_option,
+    profile_option,
+)
 from doctor.store import database_option
 
 
@@ -19,6 +26,7 @@ class NotifierConfig:
 
     host: str = host_option()
     port: int = port_option(8042, "Aodh's /v2/alarms and POST /v1/events")
+    max_body_bytes: int = body_limit_option()
     database: str = database_option("notifier", "the alarm store (sqlite:///PATH or "
                                                 "postgresql+psycopg://...)")
     token: str = option("", help="token required as X-Auth-Token on POST /v1/events (never "
