@@ -35,7 +35,7 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from doctor.api import TOKEN_HEADER, ApiError, json_app, json_body
-from doctor.events import EventError, parse_ceilometer_event
+from doctor.events import EventError, parse_ceilometer_events
 from notifier import query
 from notifier.base import PublishError
 from notifier.caller import Caller, current_caller
@@ -84,7 +84,7 @@ def create_app(service: EmbeddedNotifier, token: str = "") -> Flask:
         if not isinstance(items, list):
             raise fail("body", "must be a JSON list of events in Ceilometer's format")
         try:
-            events = [parse_ceilometer_event(e, f"body[{i}]") for i, e in enumerate(items)]
+            events = parse_ceilometer_events(items, service.config.max_events_per_request)
         except EventError as exc:
             raise ApiError(400, str(exc), exc.field) from None
         try:

@@ -13,6 +13,7 @@ from doctor.config import (
     ConfigError,
     body_limit_option,
     host_option,
+    max_events_option,
     option,
     port_option,
     profile_option,
@@ -32,6 +33,7 @@ class NotifierConfig:
     token: str = option("", help="token required as X-Auth-Token on POST /v1/events (never "
                                  "logged); empty: the intake needs none. /v2/alarms takes the "
                                  "caller from X-User-Id, X-Project-Id, X-Roles (Aodh's noauth)")
+    max_events_per_request: int = max_events_option("POST /v1/events")
     action_timeout_ms: int = option(2000, min=1, max=600_000,
                                     help="timeout of one alarm action POST, ms")
     action_retry_for_s: float = option(

@@ -138,3 +138,109 @@ def test_the_body_limit_has_bounds_and_a_1_mib_default():
     assert InspectorConfig(token="t").max_body_bytes == 1 << 20
     with pytest.raises(ValueError, match="max_body_bytes"):
         build(NotifierConfig, "notifier", {"max_body_bytes": "10"})
+
+
+# -- events: times, counts, traits ---------------------------------------------------------------
+
+def doctor_event(i=0, stamp=None):
+    from doctor import clock
+
+    return {"type": "compute.host.down", "time": stamp or clock.isoformat(clock.now()),
+            "details": {"hostname": "c1", "monitor": "m", "monitor_event_id": f"m:c1:{i}"}}
+
+
+def test_the_inspector_refuses_a_year_9999_or_0001_event_naming_time(tmp_path):
+    client = inspector_app(inspector_service(tmp_path), TOKEN).test_client()
+    for stamp in ("9999-12-31T23:59:59+00:00", "0001-01-01T00:00:00+00:00"):
+        response = client.put("/events", json=[doctor_event(stamp=stamp)],
+                              headers={"X-Auth-Token": TOKEN})
+        assert response.status_code == 400
+        assert response.get_json()["field"] == "body[0].time"
+    response = client.put("/events", json=[doctor_event()], headers={"X-Auth-Token": TOKEN})
+    assert response.status_code == 202
+
+
+def test_the_inspectors_time_window_is_configurable(tmp_path):
+    from doctor import clock
+
+    service = inspector_service(tmp_path, event_max_future_s="3600")
+    client = inspector_app(service, TOKEN).test_client()
+    soon = clock.isoformat(clock.now() + 1800)
+    response = client.put("/events", json=[doctor_event(stamp=soon)],
+                          headers={"X-Auth-Token": TOKEN})
+    assert response.status_code == 202
+
+
+def test_the_inspector_takes_at_most_max_events_per_request(tmp_path):
+    client = inspector_app(inspector_service(tmp_path), TOKEN).test_client()
+    headers = {"X-Auth-Token": TOKEN}
+    response = client.put("/events", json=[doctor_event(i) for i in range(1001)],
+                          headers=headers)
+    assert response.status_code == 400 and response.get_json()["field"] == "body"
+    notes = [note() for _ in range(1001)]
+    response = client.post("/v1/events", json=notes, headers=headers)
+    assert response.status_code == 400 and response.get_json()["field"] == "body"
+    bigger = inspector_app(inspector_service(tmp_path, max_events_per_request="2000"),
+                           TOKEN).test_client()
+    response = bigger.put("/events", json=[doctor_event(i) for i in range(1001)],
+                          headers=headers)
+    assert response.status_code == 202
+
+
+def note(traits=None):
+    from doctor.events import instance_update
+
+    event = instance_update("vm-1", "error", "c1", "p1")
+    if traits is not None:
+        event["traits"] = traits
+    return event
+
+
+def test_the_notifier_takes_at_most_max_events_per_request(tmp_path):
+    notifier = EmbeddedNotifier(NotifierConfig(database=f"sqlite:///{tmp_path}/n.db"))
+    try:
+        client = notifier_app(notifier).test_client()
+        response = client.post("/v1/events", json=[note() for _ in range(1001)])
+        assert response.status_code == 400 and response.get_json()["field"] == "body"
+        assert client.post("/v1/events", json=[note() for _ in range(1000)]).status_code == 202
+    finally:
+        notifier.stop()
+
+
+def test_an_object_where_a_trait_value_is_expected_is_400_naming_the_trait(apps):
+    bad = note([["instance_id", 1, {"nested": "object"}], ["state", 1, "error"]])
+    for name, client, headers, _method, path in apps:
+        if path == "/v1/events":
+            response = client.post(path, json=[bad], headers=headers)
+            assert response.status_code == 400, (name, response.get_json())
+            assert response.get_json()["field"] == "body[0].traits[0]", name
+    [consumer] = [c for name, c, _, _, path in apps if path == "/failure"]
+    response = consumer.post("/failure", json={
+        "alarm_id": "a1", "alarm_name": "n", "reason_data": {"type": "event", "event": bad}})
+    assert response.status_code == 400
+    assert response.get_json()["field"] == "reason_data.event.traits[0]"
+
+
+def test_the_http_publisher_sends_long_lists_in_requests_of_at_most_1000():
+    from notifier.http import HttpPublisher
+
+    class Answer:
+        status = 202
+        text = ""
+
+    class Session:
+        def __init__(self):
+            self.sizes = []
+
+        def post(self, url, json):
+            self.sizes.append(len(json))
+            return Answer()
+
+        def close(self):
+            pass
+
+    publisher = HttpPublisher("http://127.0.0.1:1")
+    publisher.session = Session()  # type: ignore[assignment]
+    events = [note() for _ in range(2500)]
+    publisher.publish(events)
+    assert publisher.session.sizes == [1000, 1000, 500]
