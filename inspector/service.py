@@ -72,6 +72,11 @@ class InspectorService(Inspector):
     # -- life cycle -----------------------------------------------------------
 
     def start(self) -> None:
+        clamped = self.log.clamp_future(self.config.event_max_future_s)
+        if clamped:
+            LOG.warning("event log: %d events were stamped more than %.0f s after they were "
+                        "received; their time is now when they were received", clamped,
+                        self.config.event_max_future_s)
         for stored in self.log.latest_by_host().values():
             if stored.status == DONE:
                 self._hosts[stored.event.hostname] = HostRecord(

@@ -169,3 +169,11 @@ def test_a_list_of_ceilometer_events_is_capped_too():
         parse_ceilometer_events([note() for _ in range(1001)])
     assert info.value.field == "body"
     assert len(parse_ceilometer_events([note() for _ in range(1001)], 5000)) == 1001
+
+
+def test_times_outside_datetimes_range_are_shown_as_its_ends_not_an_error():
+    assert clock.isoformat(clock.parse_iso("0001-01-01T00:00:00+05:00")) \
+        == "0001-01-01T00:00:00+00:00"
+    assert clock.isoformat(1e300) == "9999-12-31T23:59:59.999999+00:00"
+    assert clock.isoformat(float("nan")) == "0001-01-01T00:00:00+00:00"
+    assert clock.isoformat(0) == "1970-01-01T00:00:00+00:00"
