@@ -165,8 +165,8 @@ class EmbeddedNotifier(EventPublisher):
         for firing in result.firings:
             self.profiler.record("T07", at=firing.at, alarm_id=firing.alarm_id,
                                  instance_id=firing.instance_id)
-            LOG.debug("alarm %s (%s): %s -> alarm", firing.alarm_id, firing.alarm_name,
-                      firing.previous)
+            LOG.debug("alarm %s (%s): %s -> alarm", firing.alarm_id,
+                      escape(firing.alarm_name), firing.previous)
         names = ", ".join(f.alarm_id for f in result.firings[:5])
         more = f" and {len(result.firings) - 5} more" if len(result.firings) > 5 else ""
         LOG.info("notifier: %d events fired %d alarms (%s%s); %d actions queued",

@@ -7,6 +7,8 @@ from typing import Any
 
 from doctor.events import DEFAULT_MAX_EVENTS
 from doctor.http import HttpClient, HttpError
+from doctor.logs import escape
+from doctor.redact import redact_url
 from doctor.retry import Backoff, GaveUp, retry
 from notifier.base import EventPublisher, PublishError
 
@@ -54,7 +56,8 @@ class HttpPublisher(EventPublisher):
         def failed(exc: BaseException, attempt: int, delay: float | None) -> None:
             if delay is not None:
                 LOG.warning("publishing %d events to %s failed (%s); retry %d/%d",
-                            len(events), self.url, exc, attempt, self.attempts - 1)
+                            len(events), redact_url(self.url), escape(exc, 500), attempt,
+                            self.attempts - 1)
 
         try:
             # Waits of retry_delay_s, doubling: 0.05, 0.1, 0.2, 0.4 s by default.

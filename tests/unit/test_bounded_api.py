@@ -244,3 +244,68 @@ def test_the_http_publisher_sends_long_lists_in_requests_of_at_most_1000():
     events = [note() for _ in range(2500)]
     publisher.publish(events)
     assert publisher.session.sizes == [1000, 1000, 500]
+
+
+# -- what clients send is logged escaped ---------------------------------------------------------
+
+FORGED = "x\ndoctor consumer notified at 1795000000.000000 alarm forged\r\x1b[31m"
+
+
+def one_line_each(caplog):
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages
+    for message in messages:
+        assert "\n" not in message and "\r" not in message and "\x1b" not in message, message
+    return messages
+
+
+def test_the_consumer_logs_alarm_and_instance_ids_escaped(caplog):
+    client = consumer_app(SampleConsumer(ConsumerConfig())).test_client()
+    event = note([["instance_id", 1, "vm\n" + FORGED], ["state", 1, "error"]])
+    with caplog.at_level("INFO", logger="consumer.sample"):
+        response = client.post("/failure", json={
+            "alarm_id": FORGED, "alarm_name": "n",
+            "reason_data": {"type": "event", "event": event}})
+    assert response.status_code == 200
+    [message] = one_line_each(caplog)  # the one real line; the forged ones stay inside it
+    assert message.startswith("doctor consumer notified at")
+    assert message.count("\\ndoctor consumer notified at") == 2
+
+
+def test_the_consumer_bounds_alarm_ids_and_names():
+    client = consumer_app(SampleConsumer(ConsumerConfig())).test_client()
+    for key in ("alarm_id", "alarm_name"):
+        body = {"alarm_id": "a", "alarm_name": "n", key: "x" * 256,
+                "reason_data": {"type": "event", "event": note()}}
+        response = client.post("/failure", json=body)
+        assert response.status_code == 400 and response.get_json()["field"] == key
+
+
+def test_the_notifier_logs_alarm_names_escaped(tmp_path, caplog):
+    notifier = EmbeddedNotifier(NotifierConfig(database=f"sqlite:///{tmp_path}/n.db"))
+    try:
+        client = notifier_app(notifier).test_client()
+        with caplog.at_level("INFO", logger="notifier.embedded"):
+            response = client.post("/v2/alarms", headers=ADMIN, json={
+                "name": FORGED, "type": "event",
+                "event_rule": {"event_type": "compute.instance.update"}})
+        assert response.status_code == 201
+        assert any("\\x1b[31m" in m for m in one_line_each(caplog))
+    finally:
+        notifier.stop()
+
+
+def test_the_vim_server_logs_a_refused_reports_ids_escaped(tmp_path, caplog):
+    vims = VimStore(make_engine(f"sqlite:///{tmp_path}/vim.db"),
+                    PasswordBox.from_key_file(str(tmp_path / "vim.key")))
+    client = vim_app(vims, TOKEN).test_client()
+    with caplog.at_level("WARNING", logger="vim.store"):
+        response = client.post("/v1/vims/v%0Aforged%1B/status",
+                               json={"monitor_id": "m", "status": "REACHABLE"},
+                               headers={"X-Auth-Token": TOKEN})
+    assert response.status_code == 409
+    assert any("v\\nforged\\x1b" in m for m in one_line_each(caplog))
+    response = client.post("/v1/vims/v/status", json={"monitor_id": "m" * 256,
+                                                      "status": "REACHABLE"},
+                           headers={"X-Auth-Token": TOKEN})
+    assert response.status_code == 400 and response.get_json()["field"] == "monitor_id"

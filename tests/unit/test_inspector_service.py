@@ -348,3 +348,28 @@ def test_a_stored_far_future_event_does_not_make_later_events_stale(tmp_path):
         assert service.host("c1")["state"] == "down"
     finally:
         service.stop()
+
+
+def test_host_names_and_event_ids_are_logged_escaped(tmp_path, caplog):
+    controller = FakeController(servers_on("c1", 1))
+    service = make_service(tmp_path, controller)
+    forged = "c1\n2026-12-01 12:00:00.000 1 WARNING inspector.service: \x1b[31mforged"
+    try:
+        with caplog.at_level("INFO", logger="inspector.service"):
+            event = down(forged)
+            service.submit([event])
+            service.submit([event])  # a duplicate is logged with its id too
+            wait_until(lambda: service.host(forged) is not None
+                       and not service.host(forged)["pending"])
+        messages = [r.getMessage() for r in caplog.records]
+        assert any("c1\\n2026" in m for m in messages)
+        assert not any("\n" in m or "\x1b" in m for m in messages), messages
+        long_name = "h" * 100_000
+        caplog.clear()
+        with caplog.at_level("INFO", logger="inspector.service"):
+            service.submit([down(long_name)])
+            wait_until(lambda: service.host(long_name) is not None
+                       and not service.host(long_name)["pending"])
+        assert all(len(r.getMessage()) < 2000 for r in caplog.records)
+    finally:
+        service.stop()
