@@ -6,7 +6,14 @@ import re
 from dataclasses import dataclass
 
 from doctor import coordination
-from doctor.config import ConfigError, host_option, option, port_option, profile_option
+from doctor.config import (
+    ConfigError,
+    body_limit_option,
+    host_option,
+    option,
+    port_option,
+    profile_option,
+)
 
 RECOVERY_ACTIONS = ("none", "recreate")
 URL_RE = re.compile(r"^https?://[^/\s]+")
@@ -18,6 +25,7 @@ class ConsumerConfig:
 
     host: str = host_option("the alarm endpoint")
     port: int = port_option(12346, "the alarm endpoint")
+    max_body_bytes: int = body_limit_option()
     path: str = option("/failure", help="path of the alarm endpoint (the alarm action URL's "
                                         "path)")
     recovery: str = option(

@@ -25,8 +25,15 @@ from consumer.config import ConsumerConfig
 from controller.base import ControllerError, NotFound
 from controller.client import ControllerClient
 from doctor import clock
-from doctor.api import ApiError, json_app, json_body
-from doctor.events import VIM_STATUS_UPDATE, EventError, parse_ceilometer_event, traits
+from doctor.api import ApiError, json_app, json_body, limit_body
+from doctor.events import (
+    MAX_TEXT,
+    VIM_STATUS_UPDATE,
+    EventError,
+    parse_ceilometer_event,
+    traits,
+)
+from doctor.logs import escape
 from doctor.profiler import Profiler
 from doctor.wsgi import HttpServer
 
@@ -46,6 +53,9 @@ def parse_alarm(body: Any) -> tuple[str, str, str, str]:
     alarm_name = body.get("alarm_name", "")
     if not isinstance(alarm_name, str):
         raise EventError("alarm_name", "must be a string")
+    for field, value in (("alarm_id", alarm_id), ("alarm_name", alarm_name)):
+        if len(value) > MAX_TEXT:
+            raise EventError(field, f"longer than {MAX_TEXT} characters")
     reason_data = body.get("reason_data")
     if not isinstance(reason_data, dict):
         raise EventError("reason_data", "required, a JSON object")
@@ -88,7 +98,7 @@ class Recovery:
     def submit(self, instance_id: str) -> None:
         with self._lock:
             if instance_id in self._claimed:
-                LOG.info("instance %s: recovery already done or under way", instance_id)
+                LOG.info("instance %s: recovery already done or under way", escape(instance_id))
                 return
             self._claimed.add(instance_id)
         self._queue.put(instance_id)
@@ -106,12 +116,13 @@ class Recovery:
             if instance_id is None:
                 return
             if self._stopping.is_set():
-                LOG.warning("instance %s: not recovered, the consumer is stopping", instance_id)
+                LOG.warning("instance %s: not recovered, the consumer is stopping",
+                            escape(instance_id))
                 continue
             try:
                 self._recover(instance_id)
             except Exception:  # noqa: BLE001  (one failed recovery must not end the worker)
-                LOG.exception("instance %s: recovery failed", instance_id)
+                LOG.exception("instance %s: recovery failed", escape(instance_id))
                 self._release(instance_id)
 
     def _release(self, instance_id: str) -> None:
@@ -122,21 +133,23 @@ class Recovery:
         try:
             failed = self.controller.get_server(instance_id)
         except NotFound:
-            LOG.warning("instance %s: no longer exists; nothing to recover", instance_id)
+            LOG.warning("instance %s: no longer exists; nothing to recover",
+                        escape(instance_id))
             return
         try:
             healthy = [h.name for h in self.controller.list_hosts()
                        if not h.forced_down and h.name != failed.host]
             if not healthy:
                 LOG.error("instance %s: no healthy host to recreate it on (failed host %s); "
-                          "a later alarm will try again", instance_id, failed.host)
+                          "a later alarm will try again", escape(instance_id),
+                          escape(failed.host))
                 self._release(instance_id)
                 return
             replacement = self.controller.create_server(failed.name, failed.project_id,
                                                         healthy[0])
         except ControllerError as exc:
             LOG.error("instance %s: not recreated: %s; a later alarm will try again",
-                      instance_id, exc)
+                      escape(instance_id), escape(exc, 500))
             self._release(instance_id)
             return
         self.recovered[instance_id] = replacement.id
@@ -144,11 +157,13 @@ class Recovery:
             self.controller.delete_server(failed.id)
         except ControllerError as exc:
             # The replacement runs; deleting the failed one is left to the operator.
-            LOG.error("instance %s: recreated as %s on %s, but not deleted: %s", instance_id,
-                      replacement.id, replacement.host, exc)
+            LOG.error("instance %s: recreated as %s on %s, but not deleted: %s",
+                      escape(instance_id), escape(replacement.id), escape(replacement.host),
+                      escape(exc, 500))
             return
         LOG.info("instance %s (%s) recovered: recreated as %s on %s, the failed one deleted",
-                 instance_id, failed.name, replacement.id, replacement.host)
+                 escape(instance_id), escape(failed.name), escape(replacement.id),
+                 escape(replacement.host))
 
 
 class SampleConsumer(Consumer):
@@ -193,13 +208,13 @@ class SampleConsumer(Consumer):
         if vim_id:
             with self._lock:
                 self._received.append(notification)
-            LOG.info("doctor consumer notified at %.6f alarm %s VIM %s", received_at, alarm_id,
-                     vim_id)
+            LOG.info("doctor consumer notified at %.6f alarm %s VIM %s", received_at,
+                     escape(alarm_id), escape(vim_id))
             return notification
         with self._lock:
             self._received.append(notification)
-        LOG.info("doctor consumer notified at %.6f alarm %s instance %s", received_at, alarm_id,
-                 instance_id)
+        LOG.info("doctor consumer notified at %.6f alarm %s instance %s", received_at,
+                 escape(alarm_id), escape(instance_id))
         self.profile.record("T09", at=received_at, alarm_id=alarm_id, instance_id=instance_id)
         if self.recovery is not None:
             self.recovery.submit(instance_id)
@@ -218,6 +233,7 @@ class SampleConsumer(Consumer):
 def create_app(consumer: SampleConsumer) -> Flask:
     """The Consumer's HTTP API (see the module's docstring)."""
     app = json_app("consumer")
+    limit_body(app, consumer.config.max_body_bytes)
 
     @app.post(consumer.config.path, endpoint="failure")
     def failure() -> Response:

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from doctor import coordination
-from doctor.config import ConfigError, host_option, option, port_option
+from doctor.config import ConfigError, body_limit_option, host_option, option, port_option
 
 URL_RE = re.compile(r"^https?://[^/\s]+")
 
@@ -24,6 +24,7 @@ class ControllerConfig:
 
     host: str = host_option()
     port: int = port_option(12347)
+    max_body_bytes: int = body_limit_option()
     database: str = option(
         default_factory=_default_database,
         default_doc="sqlite:///$DOCTOR_STATE_DIR/controller.db (/var/lib/doctor)",

@@ -49,6 +49,7 @@ from controller.base import (
 )
 from doctor import clock
 from doctor.events import INSTANCE_UPDATE, instance_update, traits
+from doctor.logs import escape
 from doctor.outbox import Outbox, OutboxClosed
 from notifier.base import EventPublisher
 
@@ -130,13 +131,13 @@ def _publisher_outbox(publisher: EventPublisher, index: int) -> Outbox[dict[str,
             publisher.publish(batch)
         except Exception as exc:  # noqa: BLE001  (a publisher's failure must not stop the worker)
             LOG.error("publishing %d events via %s failed (instances %s): %s", len(batch),
-                      type(publisher).__name__, _instance_ids(batch), exc)
+                      type(publisher).__name__, _instance_ids(batch), escape(exc, 500))
 
     return Outbox(publish, name=f"controller-publish-{index}", max_batch=MAX_BATCH).start()
 
 
 def _instance_ids(events: Iterable[dict[str, Any]]) -> str:
-    return ", ".join(str(traits(event).get("instance_id")) for event in events)
+    return escape(", ".join(str(traits(event).get("instance_id")) for event in events), 2000)
 
 
 class Inventory(Controller):

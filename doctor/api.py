@@ -1,12 +1,16 @@
-"""What every part's REST API shares: JSON errors, token checks, a body parser."""
+"""What every part's REST API shares: JSON errors, token checks, a bounded body parser."""
 
 from __future__ import annotations
 
 import hmac
+import json
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from doctor.config import DEFAULT_MAX_BODY_BYTES
+from doctor.logs import escape
 
 TOKEN_HEADER = "X-Auth-Token"
 
@@ -29,6 +33,7 @@ def json_app(name: str, token: str = "") -> Flask:
     """
     app = Flask(name)
     app.config.update(DEBUG=False, PROPAGATE_EXCEPTIONS=False, JSON_SORT_KEYS=False)
+    limit_body(app, DEFAULT_MAX_BODY_BYTES)
 
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError) -> tuple[Response, int]:
@@ -41,9 +46,16 @@ def json_app(name: str, token: str = "") -> Flask:
     def _http_error(error: HTTPException) -> tuple[Response, int]:
         return jsonify({"error": error.description}), error.code or 500
 
+    # Past MAX_CONTENT_LENGTH: answered as an ApiError naming the body, in the app's own
+    # error shape (a role may answer ApiErrors its own way, as the notifier does Aodh's).
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(_error: RequestEntityTooLarge) -> Any:
+        return app.handle_user_exception(_body_too_large())
+
     @app.errorhandler(Exception)
     def _crash(error: Exception) -> tuple[Response, int]:
-        app.logger.exception("unhandled error serving %s %s", request.method, request.path)
+        app.logger.exception("unhandled error serving %s %s", escape(request.method, 20),
+                             escape(request.path))
         return jsonify({"error": f"internal error: {type(error).__name__}"}), 500
 
     if token:
@@ -59,14 +71,33 @@ def json_app(name: str, token: str = "") -> Flask:
     return app
 
 
+def limit_body(app: Flask, max_bytes: int) -> None:
+    """Answer requests whose body is larger than ``max_bytes`` with 413 naming ``body``."""
+    app.config["MAX_CONTENT_LENGTH"] = max_bytes
+
+
+def _body_too_large() -> ApiError:
+    limit = request.max_content_length
+    return ApiError(413, f"body: larger than the limit of {limit} bytes", "body")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def json_body() -> Any:
-    """The request's JSON body, or a 400 that says why it is not one."""
-    data = request.get_data(cache=True)
+    """The request's JSON body, or an error that says why it is not one: 413 past the body
+    limit, 400 for anything that is not standard JSON (NaN and Infinity are not) or that
+    is nested too deeply to read. Every error names ``body``."""
+    try:
+        data = request.get_data(cache=True)
+    except RequestEntityTooLarge:
+        raise _body_too_large() from None
     if not data:
         raise ApiError(400, "request body is empty; expected JSON", "body")
     try:
-        import json
-
-        return json.loads(data)
+        return json.loads(data, parse_constant=_no_constant)
     except ValueError as exc:
         raise ApiError(400, f"request body is not valid JSON: {exc}", "body") from None
+    except RecursionError:
+        raise ApiError(400, "body: nested too deeply", "body") from None

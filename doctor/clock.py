@@ -15,8 +15,16 @@ monotonic = time.monotonic
 
 
 def isoformat(epoch: float) -> str:
-    """Epoch seconds as the ISO 8601 UTC string the event contract uses."""
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat()
+    """Epoch seconds as the ISO 8601 UTC string the event contract uses.
+
+    A time outside what ``datetime`` can show (before year 1, after 9999, not a number: a
+    row stored by an older version, say) is shown as the nearest end of that range rather
+    than failing whatever answer it is part of."""
+    try:
+        return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat()
+    except (ValueError, OverflowError, OSError):
+        end = datetime.max if epoch > 0 else datetime.min
+        return end.replace(tzinfo=timezone.utc).isoformat()
 
 
 def parse_iso(text: str) -> float:

@@ -251,6 +251,26 @@ def port_option(default: int, what: str = "the REST API") -> Any:
     return option(default, min=0, max=65535, help=f"port of {what} (0: any free one)")
 
 
+DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB
+
+
+def body_limit_option(default: int = DEFAULT_MAX_BODY_BYTES) -> Any:
+    """The ``max_body_bytes`` field: the largest request body the REST API reads."""
+    return option(default, min=1024, max=1 << 30,
+                  help="largest request body the REST API takes; a larger one is answered "
+                       "413 naming body, bytes")
+
+
+def max_events_option(what: str) -> Any:
+    """The ``max_events_per_request`` field: a cap on the events of one request to ``what``.
+
+    Not below 1000: the pipeline's own senders (the inspector's shortcut, the controller's
+    and the VIM server's notifications) send up to 1000 events per request."""
+    return option(1000, min=1000, max=100_000,
+                  help=f"most events one request to {what} may carry (1000 at least: the "
+                       "pipeline's own senders send up to 1000); more is a 400 naming body")
+
+
 def profile_option(what: str = "latency checkpoints") -> Any:
     """The ``profile_file`` field: where ``what`` are appended, as JSON lines."""
     return option("", help=f"append {what} to this file (JSON lines)")

@@ -4,7 +4,8 @@
 2. build the role's parts; each part that has started registers how it stops
    (``on_stop``), and a part that cannot start ends the process with a message
    (``fail``: exit 1, after stopping what had started);
-3. listen for HTTP (``listen``), if the role serves an API;
+3. listen for HTTP (``listen``), if the role serves an API: its request bodies are limited to
+   the config's ``max_body_bytes`` (``doctor.config.body_limit_option``);
 4. join the service list (``register``);
 5. run until SIGTERM or Ctrl-C (or ``--duration-s``), then stop the HTTP server and
    every part, the last started first (``run``).
@@ -62,12 +63,14 @@ class Daemon:
         self.prog = parser.prog
         self.args = args if args is not None else parser.parse_args(argv)
         self.server: HttpServer | None = None
+        self.config: Any = None
         self._stops: list[Callable[[], Any]] = []
 
     def load(self, cls: type[T], section: str) -> T:
         """The config of ``section``: defaults, the config file, then the flags (logging is
         set up first); a bad value exits with status 2 and names the field."""
-        return cfg.from_args(self.parser, self.args, cls, section)
+        self.config = cfg.from_args(self.parser, self.args, cls, section)
+        return self.config
 
     def fail(self, status: int, message: str) -> NoReturn:
         """Stop what has started, then exit with ``status`` and ``prog: error: message``."""
@@ -80,7 +83,14 @@ class Daemon:
 
     def listen(self, app: Any, host: str, port: int, what: str = "", **kwargs: Any) -> HttpServer:
         """An HTTP server for ``app`` (it serves from ``run``); a port that cannot be bound
-        fails the start (``what`` prefixes the message, e.g. ``[notifier] host/port: ``)."""
+        fails the start (``what`` prefixes the message, e.g. ``[notifier] host/port: ``).
+
+        A loaded config with ``max_body_bytes`` sets the app's request-body limit."""
+        limit = getattr(self.config, "max_body_bytes", None)
+        if limit is not None:
+            from doctor.api import limit_body
+
+            limit_body(app, limit)
         try:
             self.server = HttpServer(app, host, port, **kwargs)
         except OSError as exc:

@@ -9,10 +9,17 @@ accepted, as older monitors sent one)::
 
 ``monitor_event_id`` names one incident: a retried event carries the same id,
 so the receiver acts on it once.
+
+Both schemas are bounded: names and ids are at most ``MAX_TEXT`` characters, a host event's
+``time`` lies within a window around now (``max_future_s`` ahead, ``max_age_s`` behind), a
+Ceilometer event has at most ``MAX_TRAITS`` traits whose values are strings or finite
+numbers, and a request at most as many events as its receiver allows. Every violation is
+an ``EventError`` naming the field.
 """
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +29,13 @@ from doctor import clock
 HOST_DOWN = "compute.host.down"
 HOST_UP = "compute.host.up"
 STATUS_BY_TYPE = {HOST_DOWN: "down", HOST_UP: "up"}
+
+MAX_TEXT = 255  # host and monitor names, event ids, event types, trait names and text values
+MAX_TRAITS = 256  # traits of one Ceilometer event
+MAX_RAW_DEPTH = 32  # nesting of a Ceilometer event's "raw" object
+DEFAULT_MAX_FUTURE_S = 300.0  # a host event stamped further ahead of now is refused
+DEFAULT_MAX_AGE_S = 86_400.0  # a host event older than this is refused
+DEFAULT_MAX_EVENTS = 1000  # events in one request
 
 
 class EventError(ValueError):
@@ -55,7 +69,8 @@ class HostEvent:
             hostname=hostname,
             time=clock.now() if at is None else at,
             monitor=monitor,
-            monitor_event_id=f"{monitor}:{hostname}:{uuid.uuid4().hex}",
+            # <monitor>:<host>:<uuid>, the names cut so that the id fits in MAX_TEXT.
+            monitor_event_id=f"{monitor}:{hostname}"[:MAX_TEXT - 33] + f":{uuid.uuid4().hex}",
         )
 
     def to_doctor(self) -> dict[str, Any]:
@@ -76,11 +91,31 @@ def _text(obj: dict[str, Any], key: str, where: str) -> str:
     value = obj.get(key)
     if not isinstance(value, str) or not value.strip():
         raise EventError(f"{where}.{key}", "required, a non-empty string")
+    if len(value) > MAX_TEXT:
+        raise EventError(f"{where}.{key}", f"longer than {MAX_TEXT} characters")
     return value
 
 
-def parse_host_event(obj: Any, where: str = "event") -> HostEvent:
-    """Validate one Doctor event object; errors name the offending field."""
+def check_time(at: float, field: str, now: float | None = None,
+               max_future_s: float = DEFAULT_MAX_FUTURE_S,
+               max_age_s: float = DEFAULT_MAX_AGE_S) -> float:
+    """``at`` (epoch seconds) if it lies within ``max_future_s`` ahead of ``now`` and
+    ``max_age_s`` behind it; else EventError naming ``field``."""
+    now = clock.now() if now is None else now
+    if not math.isfinite(at) or at > now + max_future_s:
+        raise EventError(field, f"more than {max_future_s:g} s in the future (is the "
+                                "sender's clock right?)")
+    if at < now - max_age_s:
+        raise EventError(field, f"older than {max_age_s:g} s: too late to act on")
+    return at
+
+
+def parse_host_event(obj: Any, where: str = "event", now: float | None = None,
+                     max_future_s: float = DEFAULT_MAX_FUTURE_S,
+                     max_age_s: float = DEFAULT_MAX_AGE_S) -> HostEvent:
+    """Validate one Doctor event object; errors name the offending field. Its ``time`` must
+    lie within ``max_future_s`` ahead of ``now`` (the clock's now by default) and
+    ``max_age_s`` behind it."""
     if not isinstance(obj, dict):
         raise EventError(where, "must be a JSON object")
     type_ = _text(obj, "type", where)
@@ -89,7 +124,7 @@ def parse_host_event(obj: Any, where: str = "event") -> HostEvent:
                          f"expected one of {sorted(STATUS_BY_TYPE)}")
     try:
         at = clock.parse_iso(_text(obj, "time", where))
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise EventError(f"{where}.time", f"not an ISO 8601 time ({exc})") from None
     details = obj.get("details")
     if not isinstance(details, dict):
@@ -98,22 +133,36 @@ def parse_host_event(obj: Any, where: str = "event") -> HostEvent:
     status = details.get("status", STATUS_BY_TYPE[type_])
     if status != STATUS_BY_TYPE[type_]:
         raise EventError(f"{dwhere}.status", f"{status!r} contradicts type {type_!r}")
-    return HostEvent(
+    event = HostEvent(
         type=type_,
         hostname=_text(details, "hostname", dwhere),
         time=at,
         monitor=_text(details, "monitor", dwhere),
         monitor_event_id=_text(details, "monitor_event_id", dwhere),
     )
+    check_time(at, f"{where}.time", now, max_future_s, max_age_s)
+    return event
 
 
-def parse_host_events(body: Any) -> list[HostEvent]:
+def check_count(items: list[Any], max_events: int, where: str = "body") -> None:
+    """EventError naming ``where`` if ``items`` holds more than ``max_events`` events."""
+    if len(items) > max_events:
+        raise EventError(where, f"{len(items)} events in one request; at most {max_events}")
+
+
+def parse_host_events(body: Any, now: float | None = None,
+                      max_future_s: float = DEFAULT_MAX_FUTURE_S,
+                      max_age_s: float = DEFAULT_MAX_AGE_S,
+                      max_events: int = DEFAULT_MAX_EVENTS) -> list[HostEvent]:
     """A request body (list or bare object) as events, or EventError naming the field."""
     if isinstance(body, dict):
-        return [parse_host_event(body)]
+        return [parse_host_event(body, "body", now, max_future_s, max_age_s)]
     if not isinstance(body, list) or not body:
         raise EventError("body", "must be a non-empty JSON list of events (or one event object)")
-    return [parse_host_event(item, f"body[{i}]") for i, item in enumerate(body)]
+    check_count(body, max_events)
+    now = clock.now() if now is None else now
+    return [parse_host_event(item, f"body[{i}]", now, max_future_s, max_age_s)
+            for i, item in enumerate(body)]
 
 
 # -- Inspector/Controller -> Notifier: Ceilometer's event format ------------------------
@@ -167,6 +216,35 @@ def traits(event: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, _type, value in event.get("traits", [])}
 
 
+def _trait_problem(trait: Any) -> str | None:
+    """What is wrong with one ``[name, type, value]`` trait, if anything."""
+    if (not isinstance(trait, list) or len(trait) != 3 or not isinstance(trait[0], str)
+            or type(trait[1]) is not int or trait[1] not in TRAIT_TYPES):
+        return "must be [name, type 1-4, value]"
+    name, _type, value = trait
+    if not name or len(name) > MAX_TEXT:
+        return f"the name must be 1 to {MAX_TEXT} characters"
+    if isinstance(value, str):
+        if len(value) > MAX_TEXT:
+            return f"the value is longer than {MAX_TEXT} characters"
+    elif isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"the value must be a string or a number, not {type(value).__name__}"
+    elif not math.isfinite(value):
+        return "the value must be a finite number"
+    return None
+
+
+def _depth(value: Any, limit: int) -> int:
+    """How many levels of lists and objects ``value`` nests, counted up to ``limit + 1``."""
+    depth, level = 0, [value] if isinstance(value, (dict, list)) else []
+    while level and depth <= limit:
+        depth += 1
+        level = [child for item in level
+                 for child in (item.values() if isinstance(item, dict) else item)
+                 if isinstance(child, (dict, list))]
+    return depth
+
+
 def parse_ceilometer_event(obj: Any, where: str = "event") -> dict[str, Any]:
     """Validate one event in Ceilometer's format; EventError names the field."""
     if not isinstance(obj, dict):
@@ -175,14 +253,27 @@ def parse_ceilometer_event(obj: Any, where: str = "event") -> dict[str, Any]:
         _text(obj, key, where)
     try:
         clock.parse_iso(obj["generated"])
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise EventError(f"{where}.generated", f"not an ISO 8601 time ({exc})") from None
     items = obj.get("traits", [])
     if not isinstance(items, list):
         raise EventError(f"{where}.traits", "must be a list of [name, type, value]")
+    if len(items) > MAX_TRAITS:
+        raise EventError(f"{where}.traits", f"{len(items)} traits; at most {MAX_TRAITS}")
     for i, trait in enumerate(items):
-        if (not isinstance(trait, list) or len(trait) != 3 or not isinstance(trait[0], str)
-                or trait[1] not in TRAIT_TYPES):
-            raise EventError(f"{where}.traits[{i}]",
-                             "must be [name, type 1-4, value]")
+        problem = _trait_problem(trait)
+        if problem:
+            raise EventError(f"{where}.traits[{i}]", problem)
+    raw = obj.get("raw", {})
+    if not isinstance(raw, dict):
+        raise EventError(f"{where}.raw", "must be a JSON object")
+    if raw and _depth(raw, MAX_RAW_DEPTH) > MAX_RAW_DEPTH:
+        raise EventError(f"{where}.raw", f"nested more than {MAX_RAW_DEPTH} levels deep")
     return obj
+
+
+def parse_ceilometer_events(items: list[Any], max_events: int = DEFAULT_MAX_EVENTS,
+                            where: str = "body") -> list[dict[str, Any]]:
+    """A request's list of Ceilometer events, each validated, at most ``max_events``."""
+    check_count(items, max_events, where)
+    return [parse_ceilometer_event(e, f"{where}[{i}]") for i, e in enumerate(items)]

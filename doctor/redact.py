@@ -8,7 +8,9 @@
 - the fragment becomes ``***``.
 
 Scheme, host, port and path are kept, so the reader can tell which server is meant. A URL
-that does not parse is shown as ``<unparsable URL>``. ``scrub(text, url)`` removes the URL's
+that does not parse is shown as ``<unparsable URL>``. Clients send URLs (alarm actions), so
+the result is escaped as ``doctor.logs.escape`` shows client text, and cut at
+``URL_LIMIT`` characters. ``scrub(text, url)`` removes the URL's
 password and the values of its secret-named options (pass, secret, token) from free text,
 such as a driver's error message that may repeat them.
 """
@@ -18,7 +20,10 @@ from __future__ import annotations
 import re
 import urllib.parse
 
+from doctor.logs import escape
+
 MASK = "***"
+URL_LIMIT = 300
 UNPARSABLE = "<unparsable URL>"
 _SECRET_PARAM = re.compile(r"pass|secret|token", re.IGNORECASE)
 
@@ -39,7 +44,8 @@ def redact_url(url: str) -> str:
         f"{item.partition('=')[0]}={MASK}" if "=" in item else MASK
         for item in parts.query.split("&") if item) if parts.query else ""
     fragment = MASK if parts.fragment else ""
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
+    return escape(urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, fragment)),
+                  URL_LIMIT)
 
 
 def secrets(url: str) -> list[str]:

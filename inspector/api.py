@@ -1,7 +1,9 @@
 """The Inspector's REST API.
 
 - ``PUT /events`` (also ``POST``; a list or one object): Doctor events from
-  monitors. 400 naming the field if any is malformed (then none is taken);
+  monitors. 400 naming the field if any is malformed (then none is taken): names
+  longer than 255 characters, a time more than ``event_max_future_s`` ahead or
+  ``event_max_age_s`` behind, more than ``max_events_per_request`` events;
   else 202 at once, with which ids were new and which were duplicates.
 - ``GET /hosts``, ``GET /hosts/<name>``: each host's state as the Inspector
   knows it, with the last event.
@@ -19,19 +21,22 @@ from flask import Flask, Response, jsonify
 
 from doctor import coordination
 from doctor.api import ApiError, json_app, json_body
-from doctor.events import EventError, parse_ceilometer_event, parse_host_events
+from doctor.events import EventError, parse_ceilometer_events, parse_host_events
 from inspector.service import InspectorService
 
 
 def create_app(service: InspectorService, token: str, coordination_url: str | None = None,
                heartbeat_timeout_s: float = coordination.DEFAULT_HEARTBEAT_TIMEOUT_S) -> Flask:
     app = json_app("doctor-inspector", token)
+    config = service.config
     coordination.load_tooz()  # not first in a server thread (see load_tooz)
 
     @app.route("/events", methods=["PUT", "POST"])
     def take_events() -> tuple[Response, int]:
         try:
-            events = parse_host_events(json_body())
+            events = parse_host_events(json_body(), max_future_s=config.event_max_future_s,
+                                       max_age_s=config.event_max_age_s,
+                                       max_events=config.max_events_per_request)
         except EventError as exc:
             raise ApiError(400, str(exc), exc.field) from None
         new, duplicates = service.submit(events)
@@ -59,7 +64,7 @@ def create_app(service: InspectorService, token: str, coordination_url: str | No
         if not isinstance(body, list):
             raise ApiError(400, "must be a JSON list of events", "body")
         try:
-            events = [parse_ceilometer_event(e, f"body[{i}]") for i, e in enumerate(body)]
+            events = parse_ceilometer_events(body, config.max_events_per_request)
         except EventError as exc:
             raise ApiError(400, str(exc), exc.field) from None
         service.on_notifications(events)

@@ -6,7 +6,15 @@ import re
 from dataclasses import dataclass
 
 from doctor import coordination, drivers
-from doctor.config import ConfigError, host_option, option, port_option, profile_option
+from doctor.config import (
+    ConfigError,
+    body_limit_option,
+    host_option,
+    max_events_option,
+    option,
+    port_option,
+    profile_option,
+)
 from doctor.store import database_option
 
 
@@ -16,6 +24,7 @@ class InspectorConfig:
 
     host: str = host_option()
     port: int = port_option(12345)
+    max_body_bytes: int = body_limit_option()
     token: str = option("", help="required: clients (monitors, the controller) send it as "
                                  "X-Auth-Token; requests without it get 401 (never logged)")
     database: str = database_option("inspector", "the event log (accepted events are "
@@ -57,6 +66,15 @@ class InspectorConfig:
                                        "the controller calls (Doctor's shortcut); false: "
                                        "only the controller's own notifications tell the "
                                        "notifier (the conservative path)")
+    max_events_per_request: int = max_events_option("PUT /events or POST /v1/events")
+    event_max_future_s: float = option(
+        300.0, min=0, max=86_400,
+        help="a host event whose time is further ahead of the inspector's clock is refused "
+             "(400 naming time): a monitor's clock that far off, or a forged time, s")
+    event_max_age_s: float = option(
+        86_400.0, min=60, max=365 * 86_400.0,
+        help="a host event older than this is refused (400 naming time): too late to act "
+             "on, s")
     workers: int = option(32, min=1, max=1024,
                           help="controller calls in parallel (force-down, VM resets)")
     call_timeout_ms: int = option(5000, min=1, help="timeout of one controller call, ms")

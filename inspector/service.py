@@ -27,6 +27,7 @@ from typing import Any
 from controller.base import Controller, ControllerError, NotFound, Server
 from doctor import clock
 from doctor.events import HOST_DOWN, HostEvent, instance_update
+from doctor.logs import escape
 from doctor.profiler import Profiler
 from doctor.retry import Backoff, RetryError, retry
 from inspector.base import Inspector
@@ -72,6 +73,11 @@ class InspectorService(Inspector):
     # -- life cycle -----------------------------------------------------------
 
     def start(self) -> None:
+        clamped = self.log.clamp_future(self.config.event_max_future_s)
+        if clamped:
+            LOG.warning("event log: %d events were stamped more than %.0f s after they were "
+                        "received; their time is now when they were received", clamped,
+                        self.config.event_max_future_s)
         for stored in self.log.latest_by_host().values():
             if stored.status == DONE:
                 self._hosts[stored.event.hostname] = HostRecord(
@@ -81,7 +87,7 @@ class InspectorService(Inspector):
         resumed = self.log.pending()
         if resumed:
             LOG.warning("resuming %d events accepted before a restart: %s", len(resumed),
-                        ", ".join(s.event.monitor_event_id for s in resumed))
+                        escape(", ".join(s.event.monitor_event_id for s in resumed), 2000))
         for stored in resumed:
             self._queue.put(stored.event)
         self._spawn(self._work, "inspector-worker")
@@ -115,7 +121,7 @@ class InspectorService(Inspector):
         duplicates = [e for e in events if e.monitor_event_id not in new_ids]
         if duplicates:
             LOG.info("already accepted, not acted on again: %s",
-                     ", ".join(e.monitor_event_id for e in duplicates))
+                     escape(", ".join(e.monitor_event_id for e in duplicates), 2000))
         return new, duplicates
 
     def on_notifications(self, events: list[dict[str, Any]]) -> None:
@@ -189,9 +195,10 @@ class InspectorService(Inspector):
             self._controller_error = (str(exc), clock.now())
         if delay is not None:
             LOG.error("cannot load the host->VM map from the controller: %s; retrying "
-                      "in %.1f s", exc, delay)
+                      "in %.1f s", escape(exc, 500), delay)
         else:
-            LOG.error("cannot load the host->VM map from the controller: %s", exc)
+            LOG.error("cannot load the host->VM map from the controller: %s",
+                      escape(exc, 500))
 
     def _prune_log(self) -> None:
         """Keep the event log bounded: at start, then every PRUNE_EVERY_S."""
@@ -219,7 +226,7 @@ class InspectorService(Inspector):
                 self._handle(event)
             except Exception:
                 LOG.exception("handling %s failed; it stays pending for a restart",
-                              event.monitor_event_id)
+                              escape(event.monitor_event_id))
 
     def _handle(self, event: HostEvent) -> None:
         with self._hosts_lock:
@@ -231,7 +238,7 @@ class InspectorService(Inspector):
                 self._hosts[event.hostname] = HostRecord(event.status, event)
         if stale:
             LOG.warning("%s for %s is older than the last event handled; not acted on",
-                        event.monitor_event_id, event.hostname)
+                        escape(event.monitor_event_id), escape(event.hostname))
             self.log.mark_done(event.monitor_event_id, {"skipped": "stale"})
             return
         if event.type == HOST_DOWN:
@@ -244,7 +251,8 @@ class InspectorService(Inspector):
         servers = self.hostmap.servers_on(host)
         found_at = clock.now()
         self.profiler.record("T02", found_at, hostname=host, servers=len(servers))
-        LOG.warning("%s is down (%s): %d VMs affected", host, event_id, len(servers))
+        LOG.warning("%s is down (%s): %d VMs affected", escape(host), escape(event_id),
+                    len(servers))
         if self.config.shortcut:
             # Published before the controller calls start: those run in many threads, which
             # would hold this one (and the GIL) back from the POST the consumers wait for.
@@ -263,7 +271,8 @@ class InspectorService(Inspector):
     def _shortcut(self, event_id: str, host: str, servers: list[Server]) -> None:
         stored = self.log.get(event_id)
         if stored is not None and stored.notified_at is not None:
-            LOG.info("%s: VM errors were notified before a restart; not again", event_id)
+            LOG.info("%s: VM errors were notified before a restart; not again",
+                     escape(event_id))
             return
         notes = [instance_update(s.id, "error", host, s.project_id) for s in servers]
         self._notify(event_id, host, notes)
@@ -274,7 +283,7 @@ class InspectorService(Inspector):
                 self.publisher.publish(notes)
             except PublishError as exc:
                 LOG.error("notifying %d VM errors on %s failed: %s; retrying in the "
-                          "background", len(notes), host, exc)
+                          "background", len(notes), escape(host), escape(exc, 500))
                 self._pool.submit(self._call, f"notify {len(notes)} VM errors on {host}",
                                   self.publisher.publish, notes).add_done_callback(
                     lambda f: self._notified_late(f, event_id))
@@ -288,8 +297,8 @@ class InspectorService(Inspector):
             self.log.mark_notified(event_id)
 
     def _host_up(self, event: HostEvent) -> None:
-        LOG.warning("%s is up again (%s): clearing its forced-down flag", event.hostname,
-                    event.monitor_event_id)
+        LOG.warning("%s is up again (%s): clearing its forced-down flag",
+                    escape(event.hostname), escape(event.monitor_event_id))
         future = self._pool.submit(self._call, f"clear {event.hostname}'s forced-down flag",
                                    self.controller.force_down, event.hostname, False)
         future.add_done_callback(
@@ -301,7 +310,7 @@ class InspectorService(Inspector):
             if record is not None and record.event is event:
                 record.handled_at = clock.now()
         self.log.mark_done(event.monitor_event_id, outcome)
-        LOG.info("%s handled: %s", event.monitor_event_id, outcome)
+        LOG.info("%s handled: %s", escape(event.monitor_event_id), outcome)
 
     def _call(self, what: str, function: Callable[..., Any], *args: Any) -> bool:
         """One controller call, retried with backoff; False if it finally failed."""
@@ -314,10 +323,10 @@ class InspectorService(Inspector):
             try:
                 function(*args)
             except NotFound as exc:
-                LOG.error("%s: %s; not retrying", what, exc)
+                LOG.error("%s: %s; not retrying", escape(what, 500), escape(exc, 500))
                 return False
             if tries > 1:
-                LOG.warning("%s: done at attempt %d", what, tries)
+                LOG.warning("%s: done at attempt %d", escape(what, 500), tries)
             if controller_call and self._controller_error:
                 self._controller_back()
             return True
@@ -326,11 +335,13 @@ class InspectorService(Inspector):
             if controller_call and self._controller_error is None:
                 self._controller_error = (str(exc), clock.now())
                 LOG.error("the controller fails: %s; the events stay accepted and are "
-                          "acted on when it answers again", exc)
+                          "acted on when it answers again", escape(exc, 500))
             if delay is None:
-                LOG.error("%s: failed after %d attempts: %s", what, attempts, exc)
+                LOG.error("%s: failed after %d attempts: %s", escape(what, 500), attempts,
+                          escape(exc, 500))
             elif attempts == 1 or attempts % 10 == 0:
-                LOG.error("%s: %s; retrying for up to %.0f s", what, exc,
+                LOG.error("%s: %s; retrying for up to %.0f s", escape(what, 500),
+                          escape(exc, 500),
                           self.config.call_retry_for_s)
 
         try:

@@ -121,6 +121,19 @@ class EventLog:
                  .order_by(events_table.c.time, events_table.c.received_at))
         return {stored.event.hostname: stored for stored in self._rows(query)}
 
+    def clamp_future(self, max_ahead_s: float) -> int:
+        """Set the time of every event stamped more than ``max_ahead_s`` after it was
+        received to when it was received; returns how many there were.
+
+        Such rows come from versions that took any time. Left as they were, a year-9999
+        event would stay its host's latest for ever, and every later event of the host would
+        be skipped as older."""
+        with self.engine.begin() as db:
+            return db.execute(update(events_table)
+                              .where(events_table.c.time
+                                     > events_table.c.received_at + max_ahead_s)
+                              .values(time=events_table.c.received_at)).rowcount
+
     def prune(self, older_than_s: float) -> int:
         """Remove finished events done more than ``older_than_s`` ago; returns how many.
 

@@ -22,11 +22,13 @@ import json
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from doctor import clock
 from doctor.http import HttpClient, HttpError
+from doctor.logs import escape
 from doctor.profiler import Profiler
 from doctor.redact import redact_url
 from doctor.retry import Backoff
@@ -55,8 +57,12 @@ class ActionDispatcher:
 
     def __init__(self, timeout_s: float = 2.0, retry_for_s: float = 60.0,
                  retry_initial_s: float = 0.05, retry_max_s: float = 2.0, workers: int = 32,
-                 profiler: Profiler | None = None) -> None:
+                 profiler: Profiler | None = None,
+                 check_url: Callable[[str], object] | None = None) -> None:
+        """``check_url`` raises ValueError for a URL no action may go to: never POSTed,
+        counted as refused."""
         self.timeout_s = timeout_s
+        self.check_url = check_url
         self.retry_for_s = retry_for_s
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
@@ -125,6 +131,15 @@ class ActionDispatcher:
                           redact_url(delivery.url))
 
     def _post(self, delivery: _Delivery) -> None:
+        if self.check_url is not None and delivery.attempts == 0:
+            try:
+                self.check_url(delivery.url)
+            except ValueError as exc:
+                with self._lock:
+                    self.counts["refused"] += 1
+                LOG.warning("alarm %s: action to %s not sent: %s", delivery.alarm_id,
+                            redact_url(delivery.url), escape(exc))
+                return
         if not delivery.body:  # encoded here, in the pool, so dispatch() returns at once
             delivery.body = json.dumps(delivery.payload).encode()
         delivery.attempts += 1

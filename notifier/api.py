@@ -35,11 +35,11 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from doctor.api import TOKEN_HEADER, ApiError, json_app, json_body
-from doctor.events import EventError, parse_ceilometer_event
+from doctor.events import EventError, parse_ceilometer_events
 from notifier import query
 from notifier.base import PublishError
 from notifier.caller import Caller, current_caller
-from notifier.embedded import AlarmConflict, AlarmNotFound, EmbeddedNotifier
+from notifier.embedded import AlarmConflict, AlarmNotFound, AlarmQuotaExceeded, EmbeddedNotifier
 from notifier.errors import aodh_error, fail
 from notifier.evaluator import STATES
 from notifier.validation import validate_alarm
@@ -84,7 +84,7 @@ def create_app(service: EmbeddedNotifier, token: str = "") -> Flask:
         if not isinstance(items, list):
             raise fail("body", "must be a JSON list of events in Ceilometer's format")
         try:
-            events = [parse_ceilometer_event(e, f"body[{i}]") for i, e in enumerate(items)]
+            events = parse_ceilometer_events(items, service.config.max_events_per_request)
         except EventError as exc:
             raise ApiError(400, str(exc), exc.field) from None
         try:
@@ -96,11 +96,13 @@ def create_app(service: EmbeddedNotifier, token: str = "") -> Flask:
     @app.post("/v2/alarms")
     def create_alarm() -> tuple[Response, int]:
         caller = current_caller()
-        data = validate_alarm(json_body(), caller)
+        data = validate_alarm(json_body(), caller, limits=service.alarm_limits)
         try:
             service.create_alarm(data, caller.user_id, caller.project_id)
         except AlarmConflict as exc:
             raise ApiError(409, str(exc), "name") from None
+        except AlarmQuotaExceeded as exc:
+            raise ApiError(403, str(exc), "project_id") from None
         return jsonify(data), 201
 
     @app.get("/v2/alarms")
@@ -133,7 +135,7 @@ def create_app(service: EmbeddedNotifier, token: str = "") -> Flask:
         body = json_body()
 
         def change(current: dict[str, Any]) -> dict[str, Any]:
-            return validate_alarm(body, caller, current)
+            return validate_alarm(body, caller, current, limits=service.alarm_limits)
 
         try:
             data = service.update_alarm(alarm_id, change, caller.user_id, caller.project_id)
@@ -141,6 +143,8 @@ def create_app(service: EmbeddedNotifier, token: str = "") -> Flask:
             raise ApiError(404, f"Alarm {alarm_id} not found", "alarm_id") from None
         except AlarmConflict as exc:
             raise ApiError(409, str(exc), "name") from None
+        except AlarmQuotaExceeded as exc:
+            raise ApiError(403, str(exc), "project_id") from None
         return jsonify(data)
 
     @app.delete("/v2/alarms/<alarm_id>")

@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     daemon.on_stop(service.stop)
     server = daemon.listen(create_app(service, config.token), config.host, config.port,
                            what="[notifier] host/port: ", threads=16, name="notifier")
+    service.listening_at(config.host, server.port)  # alarm actions may not target it
     service.start()
     LOG.info("doctor-notifier serving Aodh's alarm API on %s", server.url)
     daemon.register("Notifier", config)

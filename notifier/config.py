@@ -9,8 +9,17 @@ import re
 from dataclasses import dataclass
 
 from doctor import coordination
-from doctor.config import ConfigError, host_option, option, port_option, profile_option
+from doctor.config import (
+    ConfigError,
+    body_limit_option,
+    host_option,
+    max_events_option,
+    option,
+    port_option,
+    profile_option,
+)
 from doctor.store import database_option
+from notifier.targets import DEFAULT_DENY, check_entry, parse_allow, parse_endpoint
 
 
 @dataclass
@@ -19,11 +28,33 @@ class NotifierConfig:
 
     host: str = host_option()
     port: int = port_option(8042, "Aodh's /v2/alarms and POST /v1/events")
+    max_body_bytes: int = body_limit_option()
     database: str = database_option("notifier", "the alarm store (sqlite:///PATH or "
                                                 "postgresql+psycopg://...)")
     token: str = option("", help="token required as X-Auth-Token on POST /v1/events (never "
                                  "logged); empty: the intake needs none. /v2/alarms takes the "
                                  "caller from X-User-Id, X-Project-Id, X-Roles (Aodh's noauth)")
+    max_events_per_request: int = max_events_option("POST /v1/events")
+    project_alarm_quota: int = option(
+        10_000, min=1, max=10_000_000,
+        help="most alarms one project may have (Aodh's project_alarm_quota); creating one "
+             "more is a 403")
+    alarm_max_actions: int = option(
+        10, min=1, max=1000,
+        help="most URLs in each of an alarm's alarm_actions, ok_actions and "
+             "insufficient_data_actions (Aodh's alarm_max_actions); more is a 400")
+    action_url_allow: list[str] = option(
+        [], parse=check_entry(parse_allow),
+        help="CIDRs or host names that alarm actions may target even where the rules refuse "
+             "them (link-local and metadata addresses, unspecified, multicast, the "
+             "pipeline's own APIs), comma separated; empty: the rules alone decide")
+    action_url_deny: list[str] = option(
+        list(DEFAULT_DENY), parse=check_entry(parse_endpoint),
+        help="HOST[:PORT] or CIDR entries alarm actions may not target, besides the "
+             "notifier's own host and port: the pipeline's other APIs (by default the "
+             "inspector's, the controller's and the VIM server's default ports on "
+             "loopback; a loopback entry stands for every loopback address); add "
+             "127.0.0.0/8, ::1 to refuse loopback consumers altogether")
     action_timeout_ms: int = option(2000, min=1, max=600_000,
                                     help="timeout of one alarm action POST, ms")
     action_retry_for_s: float = option(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ from sqlalchemy.engine import make_url
 
 from doctor import clock
 from doctor.events import EventError, parse_ceilometer_event
+from doctor.logs import escape
 from doctor.outbox import Outbox, OutboxClosed, OutboxFull
 from doctor.profiler import Profiler
 from notifier.actions import ActionDispatcher
@@ -28,6 +30,8 @@ from notifier.base import EventPublisher, PublishError
 from notifier.config import NotifierConfig
 from notifier.evaluator import Evaluator, history_entry, utc_iso
 from notifier.store import AlarmStore
+from notifier.targets import ActionTargets, Resolver, system_resolve
+from notifier.validation import AlarmLimits
 
 LOG = logging.getLogger(__name__)
 
@@ -44,19 +48,31 @@ class AlarmConflict(ValueError):
     """Another alarm of the project has this name (Aodh answers 409)."""
 
 
-class EmbeddedNotifier(EventPublisher):
-    """Aodh's event alarms in one process: ``start()``, ``publish(events)``, ``stop()``."""
+class AlarmQuotaExceeded(ValueError):
+    """The project has ``project_alarm_quota`` alarms already (Aodh answers 403)."""
 
-    def __init__(self, config: NotifierConfig) -> None:
+
+class EmbeddedNotifier(EventPublisher):
+    """Aodh's event alarms in one process: ``start()``, ``publish(events)``, ``stop()``.
+
+    ``resolve`` looks host names of action URLs up (the system's resolver by default)."""
+
+    def __init__(self, config: NotifierConfig, resolve: Resolver = system_resolve) -> None:
         self.config = config
         self.profiler = Profiler(config.profile_file)
         self.store = AlarmStore(config.database)
         self.evaluator = Evaluator()
+        # Where actions may go; the own port is known once listening (listening_at).
+        self.targets = ActionTargets(config.action_url_allow, config.action_url_deny,
+                                     resolve=resolve)
+        if config.port:
+            self.targets.listening_at(config.host, config.port)
+        self.alarm_limits = AlarmLimits(config.alarm_max_actions, self.targets)
         self.dispatcher = ActionDispatcher(
             timeout_s=config.action_timeout_ms / 1000, retry_for_s=config.action_retry_for_s,
             retry_initial_s=config.action_retry_initial_ms / 1000,
             retry_max_s=config.action_retry_max_ms / 1000, workers=config.action_workers,
-            profiler=self.profiler)
+            profiler=self.profiler, check_url=self._check_url)
         # One lock for the evaluator's alarms and every API change to them.
         self.lock = threading.RLock()
         # Event lists; a batch takes lists until it holds MAX_EVALUATION events or more.
@@ -66,9 +82,11 @@ class EmbeddedNotifier(EventPublisher):
         self._stopped = threading.Event()
         self.evaluated = 0  # events evaluated so far
         self._names: dict[tuple[str, str], str] = {}  # (project, name) -> alarm id: unique
+        self._per_project: Counter[str] = Counter()  # alarms by project, for the quota
         for data, version in self.store.load_alarms():
             self.evaluator.add(data, version)
             self._names[_name_key(data)] = data["alarm_id"]
+            self._per_project[_project(data)] += 1
         LOG.info("notifier: %d alarms loaded from %s", len(self.evaluator.alarms),
                  make_url(config.database).render_as_string(hide_password=True))
 
@@ -96,6 +114,15 @@ class EmbeddedNotifier(EventPublisher):
 
     def close(self) -> None:
         self.stop()
+
+    def listening_at(self, host: str, port: int) -> None:
+        """The API serves on ``host:port``: alarm actions may not target it."""
+        self.targets.listening_at(host, port)
+
+    def _check_url(self, url: str) -> None:
+        """At send time, without resolving names (they were checked when stored): refuses
+        what a stored alarm from before the rules may still hold."""
+        self.targets.check(url, resolve=False)
 
     # -- events -------------------------------------------------------------------------
 
@@ -138,8 +165,8 @@ class EmbeddedNotifier(EventPublisher):
         for firing in result.firings:
             self.profiler.record("T07", at=firing.at, alarm_id=firing.alarm_id,
                                  instance_id=firing.instance_id)
-            LOG.debug("alarm %s (%s): %s -> alarm", firing.alarm_id, firing.alarm_name,
-                      firing.previous)
+            LOG.debug("alarm %s (%s): %s -> alarm", firing.alarm_id,
+                      escape(firing.alarm_name), firing.previous)
         names = ", ".join(f.alarm_id for f in result.firings[:5])
         more = f" and {len(result.firings) - 5} more" if len(result.firings) > 5 else ""
         LOG.info("notifier: %d events fired %d alarms (%s%s); %d actions queued",
@@ -168,16 +195,25 @@ class EmbeddedNotifier(EventPublisher):
         if holder is not None and holder != data["alarm_id"]:
             raise AlarmConflict(f"Alarm with name='{data['name']}' exists")
 
+    def _check_quota(self, project: str) -> None:
+        """Room for one more alarm in ``project`` (called with the lock)."""
+        if self._per_project[project] >= self.config.project_alarm_quota:
+            raise AlarmQuotaExceeded(f"Alarm quota exceeded for project {project}: "
+                                     f"{self.config.project_alarm_quota} alarms")
+
     def create_alarm(self, data: dict[str, Any], user_id: str, project_id: str) -> dict[str, Any]:
-        """Store and arm a validated alarm; AlarmConflict if its name is taken in its project."""
+        """Store and arm a validated alarm; AlarmConflict if its name is taken in its project,
+        AlarmQuotaExceeded if the project has project_alarm_quota alarms already."""
         with self.lock:
             self._check_name(data)
+            self._check_quota(_project(data))
             entry = history_entry(data, "creation", data, data["timestamp"], user_id, project_id)
             self.store.insert_alarm(data, 1, [entry])
             self.evaluator.add(data, 1)
             self._names[_name_key(data)] = data["alarm_id"]
-        LOG.info("alarm %s (%s) created in project %s", data["alarm_id"], data["name"],
-                 data.get("project_id"))
+            self._per_project[_project(data)] += 1
+        LOG.info("alarm %s (%s) created in project %s", data["alarm_id"], escape(data["name"]),
+                 escape(data.get("project_id")))
         return data
 
     def update_alarm(self, alarm_id: str, change: Callable[[dict[str, Any]], dict[str, Any]],
@@ -190,6 +226,9 @@ class EmbeddedNotifier(EventPublisher):
                 raise AlarmNotFound(alarm_id)
             data = change(current.data)
             self._check_name(data)
+            moved = _project(data) != _project(current.data)
+            if moved:
+                self._check_quota(_project(data))
             changed = {k: v for k, v in data.items() if current.data.get(k) != v
                        and k not in ("timestamp", "state_timestamp")}
             version = current.version + 1
@@ -199,6 +238,9 @@ class EmbeddedNotifier(EventPublisher):
             self.evaluator.add(data, version)
             self._names.pop(_name_key(current.data), None)
             self._names[_name_key(data)] = data["alarm_id"]
+            if moved:
+                self._per_project[_project(current.data)] -= 1
+                self._per_project[_project(data)] += 1
         return data
 
     def set_state(self, alarm_id: str, state: str, user_id: str, project_id: str) -> str:
@@ -233,6 +275,7 @@ class EmbeddedNotifier(EventPublisher):
             self.store.delete_alarm(alarm_id, [entry])
             self.evaluator.remove(alarm_id)
             self._names.pop(_name_key(alarm.data), None)
+            self._per_project[_project(alarm.data)] -= 1
         LOG.info("alarm %s deleted", alarm_id)
 
     def history(self, alarm_id: str, on_behalf_of: str | None = None) -> list[dict[str, Any]]:
@@ -249,4 +292,9 @@ class EmbeddedNotifier(EventPublisher):
 
 
 def _name_key(data: dict[str, Any]) -> tuple[str, str]:
-    return (data.get("project_id") or "", data["name"])
+    return (_project(data), data["name"])
+
+
+def _project(data: dict[str, Any]) -> str:
+    return data.get("project_id") or ""
+

@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from doctor.events import DEFAULT_MAX_EVENTS
 from doctor.http import HttpClient, HttpError
+from doctor.logs import escape
+from doctor.redact import redact_url
 from doctor.retry import Backoff, GaveUp, retry
 from notifier.base import EventPublisher, PublishError
 
@@ -21,19 +24,25 @@ class _Refused(Exception):
 
 
 class HttpPublisher(EventPublisher):
-    """POSTs event lists to a Notifier; retries connection errors and 5xx a few times."""
+    """POSTs event lists to a Notifier; retries connection errors and 5xx a few times.
+
+    A list longer than ``max_events`` (the receivers' smallest cap per request) goes in
+    requests of that many, in order."""
 
     def __init__(self, url: str, token: str = "", timeout_s: float = 2.0,
-                 attempts: int = 5, retry_delay_s: float = 0.05) -> None:
+                 attempts: int = 5, retry_delay_s: float = 0.05,
+                 max_events: int = DEFAULT_MAX_EVENTS) -> None:
         self.url = url.rstrip("/") + "/v1/events"
         self.session = HttpClient(timeout_s, token)
         self.attempts = attempts
         self.retry_delay_s = retry_delay_s
+        self.max_events = max_events
 
     def publish(self, events: list[dict[str, Any]]) -> None:
-        if not events:
-            return
+        for start in range(0, len(events), self.max_events):
+            self._publish(events[start:start + self.max_events])
 
+    def _publish(self, events: list[dict[str, Any]]) -> None:
         def attempt() -> None:
             try:
                 response = self.session.post(self.url, json=events)
@@ -47,7 +56,8 @@ class HttpPublisher(EventPublisher):
         def failed(exc: BaseException, attempt: int, delay: float | None) -> None:
             if delay is not None:
                 LOG.warning("publishing %d events to %s failed (%s); retry %d/%d",
-                            len(events), self.url, exc, attempt, self.attempts - 1)
+                            len(events), redact_url(self.url), escape(exc, 500), attempt,
+                            self.attempts - 1)
 
         try:
             # Waits of retry_delay_s, doubling: 0.05, 0.1, 0.2, 0.4 s by default.

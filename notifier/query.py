@@ -19,6 +19,7 @@ error is a 400 naming the parameter (``q.field[0]``, ``filter.and[1]``,
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +38,8 @@ SCALAR_FIELDS = ("alarm_id", "name", "description", "type", "state", "state_reas
 COMPLEX_OPS = {"=": "eq", "==": "eq", "eq": "eq", "!=": "ne", "ne": "ne", "<": "lt",
                "lt": "lt", "<=": "le", "=<": "le", "le": "le", ">": "gt", "gt": "gt",
                ">=": "ge", "=>": "ge", "ge": "ge"}
+MAX_FILTER_DEPTH = 32  # and/or/not levels of a complex query filter
+MAX_LIMIT = 1_000_000  # the largest limit a listing takes
 
 
 # -- conditions -----------------------------------------------------------------------------
@@ -94,8 +97,11 @@ def simple_filters(args: MultiDict[str, str], caller: Caller) -> tuple[list[Chec
     return checks, all_projects
 
 
-def complex_filter(expr: Any, where: str = "filter") -> Check:
-    """Aodh's complex query filter (``{"and": [{"=": {"name": "x"}}, ...]}``) as a predicate."""
+def complex_filter(expr: Any, where: str = "filter", depth: int = 0) -> Check:
+    """Aodh's complex query filter (``{"and": [{"=": {"name": "x"}}, ...]}``) as a predicate;
+    at most MAX_FILTER_DEPTH levels of and, or and not."""
+    if depth >= MAX_FILTER_DEPTH:
+        raise fail(where.split(".")[0], f"nested more than {MAX_FILTER_DEPTH} levels deep")
     if not isinstance(expr, dict) or len(expr) != 1:
         raise fail(where, "each expression is one {operator: operand} object")
     ((op, operand),) = expr.items()
@@ -103,11 +109,12 @@ def complex_filter(expr: Any, where: str = "filter") -> Check:
     if op in ("and", "or"):
         if not isinstance(operand, list) or not operand:
             raise fail(where, f"{op!r} takes a non-empty list of expressions")
-        parts = [complex_filter(e, f"{where}.{op}[{i}]") for i, e in enumerate(operand)]
+        parts = [complex_filter(e, f"{where}.{op}[{i}]", depth + 1)
+                 for i, e in enumerate(operand)]
         combine = all if op == "and" else any
         return lambda alarm: combine(part(alarm) for part in parts)
     if op == "not":
-        inner = complex_filter(operand, f"{where}.not")
+        inner = complex_filter(operand, f"{where}.not", depth + 1)
         return lambda alarm: not inner(alarm)
     if not isinstance(operand, dict) or len(operand) != 1:
         raise fail(where, f"{op!r} takes one {{field: value}}")
@@ -138,6 +145,8 @@ def complex_query(body: Any) -> tuple[Check, list[tuple[str, bool]], int | None]
         orderby = json.loads(orderby) if isinstance(orderby, str) else orderby
     except ValueError as exc:
         raise fail("filter", f"not valid JSON ({exc})") from None
+    except RecursionError:
+        raise fail("filter", "nested too deeply") from None
     check = complex_filter(expr) if expr else (lambda alarm: True)
     sorts = []
     for i, item in enumerate(orderby or []):
@@ -203,15 +212,21 @@ def sort_history(entries: list[dict[str, Any]], specs: list[str]) -> list[dict[s
 
 
 def parse_limit(value: Any, where: str) -> int | None:
-    """A ``limit``: a positive integer, or None for none."""
-    if value in (None, ""):
+    """A ``limit``: a positive integer up to MAX_LIMIT (text or JSON), or None for none.
+    Infinity (``1e400`` in JSON), NaN, booleans and huge numbers are a 400."""
+    if value is None or value == "":
         return None
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
+    if isinstance(value, bool) or (isinstance(value, float) and not math.isfinite(value)):
+        raise fail(where, f"{shown} is not a positive integer")
     try:
         limit = int(value)
-    except (TypeError, ValueError):
-        raise fail(where, f"{value!r} is not a positive integer") from None
+    except (TypeError, ValueError, OverflowError):
+        raise fail(where, f"{shown} is not a positive integer") from None
     if limit < 1:
-        raise fail(where, f"{value!r} is not a positive integer")
+        raise fail(where, f"{shown} is not a positive integer")
+    if limit > MAX_LIMIT:
+        raise fail(where, f"{shown} is more than {MAX_LIMIT}")
     return limit
 
 

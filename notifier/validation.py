@@ -1,8 +1,11 @@
 """What an alarm may be: the body of ``POST`` and ``PUT /v2/alarms``, checked and completed.
 
 An event alarm (``type=event``) with its ``event_rule`` (an event type, and
-conditions on the event's traits), its actions (http:// and https:// URLs),
+conditions on the event's traits), its actions (http:// and https:// URLs that
+``notifier.targets`` allows, at most ``alarm_max_actions`` of each kind),
 severity, state and flags; Aodh's other alarm types are known and refused.
+Texts are bounded: names, ids, event types and query values at most 255
+characters, the description 4096, at most 100 query conditions.
 Every error is a 400 naming the field (``event_rule.query[0].op``), or a 401
 when a non-admin names another project or user.
 """
@@ -11,13 +14,14 @@ from __future__ import annotations
 
 import re
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from doctor import clock
 from notifier.caller import Caller
 from notifier.errors import fail
 from notifier.evaluator import OPERATORS, QUERY_TYPES, STATES, utc_iso
+from notifier.targets import ActionTargets, TargetRefused
 
 SEVERITIES = ("low", "moderate", "critical")
 # Aodh's other alarm types: known, refused with a clear message rather than "unknown".
@@ -31,11 +35,23 @@ ALARM_FIELDS = ("alarm_id", "name", "description", "type", "event_rule", "state"
                 "time_constraints", "project_id", "user_id", "timestamp", "state_timestamp")
 READ_ONLY = ("alarm_id", "timestamp", "state_timestamp", "state_reason", "evaluate_timestamp")
 QUERY_FIELD_RE = re.compile(r"^[A-Za-z0-9_.',-]+$")  # the characters Aodh allows in a field
-MAX_NAME = 255
+MAX_NAME = 255  # name, ids, event type, a query's fields and values
+MAX_DESCRIPTION = 4096
+MAX_CONDITIONS = 100  # conditions of one event rule
+DEFAULT_MAX_ACTIONS = 10  # Aodh's alarm_max_actions: URLs in each of the three action lists
+
+
+@dataclass(frozen=True)
+class AlarmLimits:
+    """What an alarm may hold: ``max_actions`` URLs per action list, each allowed by
+    ``targets``. The default resolves no name, so it only refuses addresses written out."""
+
+    max_actions: int = DEFAULT_MAX_ACTIONS
+    targets: ActionTargets = field(default_factory=lambda: ActionTargets(resolve=None))
 
 
 def _text(body: dict[str, Any], key: str, required: bool = False,
-          default: str | None = None) -> str | None:
+          default: str | None = None, limit: int | None = MAX_NAME) -> str | None:
     value = body.get(key)
     if value is None:
         if required:
@@ -43,6 +59,8 @@ def _text(body: dict[str, Any], key: str, required: bool = False,
         return default
     if not isinstance(value, str):
         raise fail(key, f"must be a string, got {type(value).__name__}")
+    if limit is not None and len(value) > limit:
+        raise fail(key, f"longer than {limit} characters")
     return value
 
 
@@ -64,30 +82,27 @@ def _choice(body: dict[str, Any], key: str, choices: tuple[str, ...], default: s
     return value
 
 
-def action_url(value: Any, where: str) -> str:
-    """An alarm action URL: only http and https are supported (no log://, trust+http://)."""
+def action_url(value: Any, where: str, targets: ActionTargets | None = None) -> str:
+    """An alarm action URL: only http and https are supported (no log://, trust+http://),
+    and only where ``targets`` lets actions go (``notifier.targets``)."""
     if not isinstance(value, str) or not value.strip():
         raise fail(where, "must be a non-empty URL string")
     try:
-        parts = urlsplit(value.strip())
-        parts.port  # noqa: B018  (raises ValueError on a bad port)
-    except ValueError as exc:
-        raise fail(where, f"not a valid URL ({exc})") from None
-    if parts.scheme not in ("http", "https"):
-        raise fail(where, f"unsupported action scheme {parts.scheme or '(none)'!r}: this "
-                          "notifier sends http:// and https:// actions only")
-    if not parts.hostname:
-        raise fail(where, "the URL has no host")
-    return value.strip()
+        return (targets or AlarmLimits().targets).check(value)
+    except TargetRefused as exc:
+        raise fail(where, str(exc), 503 if exc.retry else 400) from None
 
 
-def _actions(body: dict[str, Any], key: str) -> list[str]:
+def _actions(body: dict[str, Any], key: str, limits: AlarmLimits) -> list[str]:
     value = body.get(key)
     if value is None:
         return []
     if not isinstance(value, list):
         raise fail(key, "must be a list of URLs")
-    urls = [action_url(item, f"{key}[{i}]") for i, item in enumerate(value)]
+    if len(value) > limits.max_actions:
+        raise fail(key, f"{len(value)} actions; at most {limits.max_actions} "
+                        "(alarm_max_actions)")
+    urls = [action_url(item, f"{key}[{i}]", limits.targets) for i, item in enumerate(value)]
     if len(set(urls)) != len(urls):
         raise fail(key, "duplicate actions are found")
     return urls
@@ -99,6 +114,8 @@ def _query_value(value: Any, where: str) -> str:
     if isinstance(value, (int, float)):
         return str(value)
     if isinstance(value, str):
+        if len(value) > MAX_NAME:
+            raise fail(where, f"longer than {MAX_NAME} characters")
         return value
     raise fail(where, "required, a string or a number")
 
@@ -123,6 +140,8 @@ def validate_query(query: Any, where: str = "event_rule.query") -> list[dict[str
         return []
     if not isinstance(query, list):
         raise fail(where, "must be a list of {field, op, value} conditions")
+    if len(query) > MAX_CONDITIONS:
+        raise fail(where, f"{len(query)} conditions; at most {MAX_CONDITIONS}")
     conditions = []
     for i, item in enumerate(query):
         at = f"{where}[{i}]"
@@ -132,7 +151,8 @@ def validate_query(query: Any, where: str = "event_rule.query") -> list[dict[str
         if unknown:
             raise fail(f"{at}.{unknown[0]}", "unknown attribute")
         field = item.get("field")
-        if (not isinstance(field, str) or not QUERY_FIELD_RE.match(field)
+        if (not isinstance(field, str) or len(field) > MAX_NAME
+                or not QUERY_FIELD_RE.match(field)
                 or field == "traits." or field.endswith(".")):
             raise fail(f"{at}.field", f"{field!r} is not a field such as traits.instance_id")
         op = item.get("op") or "eq"
@@ -161,16 +181,22 @@ def validate_event_rule(rule: Any) -> dict[str, Any]:
     if not isinstance(event_type, str) or not event_type.strip():
         raise fail("event_rule.event_type", "required, an event type or a shell wildcard "
                                             "such as compute.instance.*")
+    if len(event_type) > MAX_NAME:
+        raise fail("event_rule.event_type", f"longer than {MAX_NAME} characters")
     return {"event_type": event_type.strip(), "query": validate_query(rule.get("query"))}
 
 
 def validate_alarm(body: Any, caller: Caller, current: dict[str, Any] | None = None,
-                   now: float | None = None) -> dict[str, Any]:
+                   now: float | None = None, limits: AlarmLimits | None = None
+                   ) -> dict[str, Any]:
     """The alarm to store, from a create body or (with ``current``) an update body.
 
     Raises ApiError 400 naming the field, or 401 when a non-admin names another
-    project or user. An update keeps what the body leaves out.
+    project or user (503 when an action's host cannot be resolved just now). An update
+    keeps what the body leaves out. ``limits`` bounds the actions (AlarmLimits' defaults
+    without).
     """
+    limits = limits or AlarmLimits()
     if not isinstance(body, dict):
         raise fail("body", "must be a JSON object (an alarm)")
     known = set(ALARM_FIELDS) | set(READ_ONLY) | {f"{t}_rule" for t in OTHER_TYPES}
@@ -188,7 +214,7 @@ def validate_alarm(body: Any, caller: Caller, current: dict[str, Any] | None = N
     for other in OTHER_TYPES:
         if body.get(f"{other}_rule") not in (None, {}, []):
             raise fail(f"{other}_rule", "does not apply to an event alarm; give event_rule")
-    name = _text(body, "name", required=True) or ""
+    name = _text(body, "name", required=True, limit=None) or ""  # its own message below
     if not name.strip() or len(name) > MAX_NAME:
         raise fail("name", f"must be 1 to {MAX_NAME} characters")
     rule = validate_event_rule(body.get("event_rule"))
@@ -211,7 +237,7 @@ def validate_alarm(body: Any, caller: Caller, current: dict[str, Any] | None = N
     data = {
         "alarm_id": current["alarm_id"] if current is not None else str(uuid.uuid4()),
         "name": name,
-        "description": _text(body, "description")
+        "description": _text(body, "description", limit=MAX_DESCRIPTION)
         or f"Alarm when {rule['event_type']} event occurred.",
         "type": "event",
         "event_rule": rule,
@@ -220,7 +246,7 @@ def validate_alarm(body: Any, caller: Caller, current: dict[str, Any] | None = N
         "severity": _choice(body, "severity", SEVERITIES, "low"),
         "enabled": _flag(body, "enabled", True),
         "repeat_actions": _flag(body, "repeat_actions", False),
-        **{key: _actions(body, key) for key in ACTION_FIELDS},
+        **{key: _actions(body, key, limits) for key in ACTION_FIELDS},
         "time_constraints": [],
         "project_id": project,
         "user_id": user,

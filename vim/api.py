@@ -108,8 +108,9 @@ def create_app(store: VimStore, token: str, manager: Any = None) -> Flask:
         if not isinstance(body, dict):
             raise ApiError(400, "body: must be {\"monitor_id\", \"status\"}", "body")
         monitor_id, status = body.get("monitor_id"), body.get("status")
-        if not isinstance(monitor_id, str) or not monitor_id:
-            raise ApiError(400, "monitor_id: required, a string", "monitor_id")
+        if not isinstance(monitor_id, str) or not monitor_id or len(monitor_id) > 255:
+            raise ApiError(400, "monitor_id: required, a string of 1 to 255 characters",
+                           "monitor_id")
         if status not in VERDICTS:
             raise ApiError(400, f"status: must be one of {', '.join(VERDICTS)}", "status")
         result = store.update_status(vim_id, monitor_id, status)

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from doctor import coordination
-from doctor.config import ConfigError, host_option, option, port_option
+from doctor.config import ConfigError, body_limit_option, host_option, option, port_option
 from doctor.store import database_option, state_dir
 from monitor.config import parse_ipv4
 
@@ -23,6 +23,7 @@ class VimConfig:
 
     host: str = host_option()
     port: int = port_option(9890, "/v1/vims")
+    max_body_bytes: int = body_limit_option()
     token: str = option("", help="required: clients send it as X-Auth-Token; requests "
                                  "without it get 401 (never logged)")
     database: str = database_option("vim", "the VIM table (PostgreSQL when several "

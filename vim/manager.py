@@ -38,6 +38,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from doctor import clock
 from doctor.events import vim_status_update
 from doctor.http import HttpClient, HttpError
+from doctor.logs import escape
 from doctor.outbox import Outbox, OutboxClosed
 from monitor.config import MonitorConfig, Target
 from monitor.detector import HostState
@@ -352,8 +353,8 @@ class MonitorManager(VimMonitoring):
             if checked is None or checked.monitor_id != monitor_id:
                 continue
             if ok != checked.http_ok:
-                LOG.info("VIM %s: HTTP check of its auth_url %s (%s)", checked.name,
-                         "passes" if ok else "fails", detail)
+                LOG.info("VIM %s: HTTP check of its auth_url %s (%s)", escape(checked.name),
+                         "passes" if ok else "fails", escape(detail, 500))
             checked.http_ok = ok
             self._evaluate(checked)
         self._flush_reports()
@@ -404,8 +405,8 @@ class MonitorManager(VimMonitoring):
             return
         self.stats.changes += 1
         previous = result.previous_status
-        LOG.warning("VIM %s (%s) is %s (was %s)", result.name, report.vim_id, report.status,
-                    previous)
+        LOG.warning("VIM %s (%s) is %s (was %s)", escape(result.name), report.vim_id,
+                    report.status, previous)
         self.events.submit(vim_status_update(
             report.vim_id, result.name, report.status, previous, result.project_name,
             self.config.event_project_id or result.project_name))
@@ -475,7 +476,7 @@ class MonitorManager(VimMonitoring):
         monitor.ping = target.state
         with self._lock:
             self.monitors[row.id] = monitor
-        LOG.info("VIM %s (%s): monitor %s started, probing %s", row.name, row.id,
+        LOG.info("VIM %s (%s): monitor %s started, probing %s", escape(row.name), row.id,
                  monitor.monitor_id, row.address)
         if self.config.http_check:
             heapq.heappush(self._http_due, (clock.monotonic(), row.id, monitor.monitor_id))
@@ -486,8 +487,8 @@ class MonitorManager(VimMonitoring):
             monitor = self.monitors.pop(vim_id, None)
         if monitor is None:
             return
-        LOG.info("VIM %s (%s): monitor %s stops: %s", monitor.name, vim_id, monitor.monitor_id,
-                 reason)
+        LOG.info("VIM %s (%s): monitor %s stops: %s", escape(monitor.name), vim_id,
+                 monitor.monitor_id, escape(reason, 600))
         target = self.targets.get(monitor.address)
         if target is not None:
             target.vim_ids.discard(vim_id)

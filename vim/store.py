@@ -41,6 +41,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from doctor import clock
+from doctor.logs import escape
 from vim.base import PENDING, REACHABLE, UNREACHABLE
 from vim.crypto import PasswordBox
 
@@ -366,6 +367,6 @@ class VimStore:
                 reason = (f"{BAD_ACTION}: monitor {report.monitor_id} is not the current "
                           f"monitor of VIM {row.name} ({report.vim_id}), "
                           f"{row.monitor_id or 'none'} is")
-            LOG.warning("status %s refused: %s", report.status, reason)
+            LOG.warning("status %s refused: %s", report.status, escape(reason, 600))
             results.append(StatusResult(report, refused=True, reason=reason))
         return results

@@ -296,3 +296,80 @@ def test_the_event_log_keeps_the_unfinished_and_each_hosts_latest_when_pruned(tm
         "c3": unfinished.monitor_event_id}
     assert [s.event.monitor_event_id for s in log.pending()] == [unfinished.monitor_event_id]
     assert log.prune(7 * 86400) == 0
+
+
+# -- times stored by older versions --------------------------------------------------------------
+
+def stored_event(log, host, at, type_=HOST_DOWN):
+    """An event stored as a version that took any time would have stored it, then done."""
+    event = HostEvent.new(type_, host, "mon", at)
+    assert log.accept([event]) == [event]
+    log.mark_done(event.monitor_event_id, {"old": True})
+    return event
+
+
+def test_a_stored_year_0001_or_9999_event_does_not_fail_get_hosts(tmp_path):
+    from doctor import clock
+    from inspector.api import create_app
+
+    log = EventLog(make_engine(f"sqlite:///{tmp_path}/inspector.db"))
+    stored_event(log, "ancient", clock.parse_iso("0001-01-01T00:00:00+05:00"))
+    stored_event(log, "future", clock.parse_iso("9999-12-31T23:59:59-05:00"), HOST_UP)
+    log.engine.dispose()
+    service = make_service(tmp_path, FakeController([]))
+    try:
+        client = create_app(service, "t").test_client()
+        response = client.get("/hosts", headers={"X-Auth-Token": "t"})
+        assert response.status_code == 200, response.get_json()
+        hosts = {h["name"]: h for h in response.get_json()["hosts"]}
+        assert hosts["ancient"]["last_event"]["time"] == "0001-01-01T00:00:00+00:00"
+        assert client.get("/hosts/future", headers={"X-Auth-Token": "t"}).status_code == 200
+    finally:
+        service.stop()
+
+
+def test_a_stored_far_future_event_does_not_make_later_events_stale(tmp_path):
+    from doctor import clock
+
+    log = EventLog(make_engine(f"sqlite:///{tmp_path}/inspector.db"))
+    stored_event(log, "c1", clock.parse_iso("9999-12-31T23:59:59+00:00"), HOST_UP)
+    log.engine.dispose()
+    controller = FakeController(servers_on("c1", 2))
+    service = make_service(tmp_path, controller)
+    try:
+        service.submit([down("c1")])
+        wait_until(lambda: controller.forced.get("c1") is True)
+        assert service.host("c1")["state"] == "down"
+    finally:
+        service.stop()
+    # and after a restart the host's latest event is the real latest, not the clamped one
+    service = make_service(tmp_path, FakeController(servers_on("c1", 2)))
+    try:
+        assert service.host("c1")["state"] == "down"
+    finally:
+        service.stop()
+
+
+def test_host_names_and_event_ids_are_logged_escaped(tmp_path, caplog):
+    controller = FakeController(servers_on("c1", 1))
+    service = make_service(tmp_path, controller)
+    forged = "c1\n2026-12-01 12:00:00.000 1 WARNING inspector.service: \x1b[31mforged"
+    try:
+        with caplog.at_level("INFO", logger="inspector.service"):
+            event = down(forged)
+            service.submit([event])
+            service.submit([event])  # a duplicate is logged with its id too
+            wait_until(lambda: service.host(forged) is not None
+                       and not service.host(forged)["pending"])
+        messages = [r.getMessage() for r in caplog.records]
+        assert any("c1\\n2026" in m for m in messages)
+        assert not any("\n" in m or "\x1b" in m for m in messages), messages
+        long_name = "h" * 100_000
+        caplog.clear()
+        with caplog.at_level("INFO", logger="inspector.service"):
+            service.submit([down(long_name)])
+            wait_until(lambda: service.host(long_name) is not None
+                       and not service.host(long_name)["pending"])
+        assert all(len(r.getMessage()) < 2000 for r in caplog.records)
+    finally:
+        service.stop()

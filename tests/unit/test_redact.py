@@ -32,3 +32,11 @@ def test_scrub_removes_the_password_and_secret_options_from_text():
     text = scrub("AUTH p%40ss-s3cret failed; sentinel said other-s3cret; db 2", url)
     assert text == "AUTH *** failed; sentinel said ***; db 2"
     assert scrub("nothing to hide", "http://[::1") == "nothing to hide"
+
+
+def test_a_clients_url_is_shown_escaped_and_cut():
+    from doctor.redact import redact_url
+
+    # (urlsplit drops newlines and tabs itself)
+    assert redact_url("http://h/x\x1b[31m\x00red") == "http://h/x\\x1b[31m\\x00red"
+    assert redact_url("http://h/" + "p" * 5000).endswith("...[cut, 5009 chars]")
