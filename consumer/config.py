@@ -6,7 +6,16 @@ import re
 from dataclasses import dataclass
 
 from doctor import coordination
-from doctor.config import ConfigError, host_option, option, port_option, profile_option
+from doctor.config import (
+    ConfigError,
+    auth_strategy_option,
+    check_auth,
+    host_option,
+    option,
+    port_option,
+    profile_option,
+    token_option,
+)
 
 RECOVERY_ACTIONS = ("none", "recreate")
 URL_RE = re.compile(r"^https?://[^/\s]+")
@@ -20,19 +29,22 @@ class ConsumerConfig:
     port: int = port_option(12346, "the alarm endpoint")
     path: str = option("/failure", help="path of the alarm endpoint (the alarm action URL's "
                                         "path)")
+    auth_strategy: str = auth_strategy_option("the consumer")
+    token: str = token_option("X-Auth-Token of every request (never logged)")
     recovery: str = option(
         "none", help="what to do for a failed VM: none, or recreate (a new VM with the same "
                      "name and project on a healthy host, through the Controller, then delete "
                      "the failed one)")
     controller_url: str = option("", help="the Controller's base URL; needed by "
                                           "recovery = recreate")
-    controller_token: str = option("", help="token sent as X-Auth-Token to the Controller "
-                                            "(never logged)")
+    controller_token: str = token_option("token sent as X-Auth-Token to the Controller (never "
+                                         "logged): its [controller] token")
     profile_file: str = profile_option()
     coordination_url: str = coordination.url_option()
     heartbeat_timeout_s: float = coordination.heartbeat_option()
 
     def __post_init__(self) -> None:
+        check_auth("consumer", self.auth_strategy, self.token)
         if not self.path.startswith("/") or any(c.isspace() for c in self.path):
             raise ConfigError(f"path: {self.path!r} must start with / and have no spaces")
         if self.path == "/failures":

@@ -217,7 +217,7 @@ class SampleConsumer(Consumer):
 
 def create_app(consumer: SampleConsumer) -> Flask:
     """The Consumer's HTTP API (see the module's docstring)."""
-    app = json_app("consumer")
+    app = json_app("consumer", consumer.config.token, consumer.config.auth_strategy)
 
     @app.post(consumer.config.path, endpoint="failure")
     def failure() -> Response:

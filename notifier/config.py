@@ -9,7 +9,16 @@ import re
 from dataclasses import dataclass
 
 from doctor import coordination
-from doctor.config import ConfigError, host_option, option, port_option, profile_option
+from doctor.config import (
+    ConfigError,
+    auth_strategy_option,
+    check_auth,
+    host_option,
+    option,
+    port_option,
+    profile_option,
+    token_option,
+)
 from doctor.store import database_option
 
 
@@ -21,9 +30,19 @@ class NotifierConfig:
     port: int = port_option(8042, "Aodh's /v2/alarms and POST /v1/events")
     database: str = database_option("notifier", "the alarm store (sqlite:///PATH or "
                                                 "postgresql+psycopg://...)")
-    token: str = option("", help="token required as X-Auth-Token on POST /v1/events (never "
-                                 "logged); empty: the intake needs none. /v2/alarms takes the "
-                                 "caller from X-User-Id, X-Project-Id, X-Roles (Aodh's noauth)")
+    auth_strategy: str = auth_strategy_option(
+        "the API (/v2 and POST /v1/events)",
+        "token: a /v2 caller is whoever its token is (token, api_tokens_file); noauth: "
+        "whoever X-User-Id, X-Project-Id, X-Roles say, as in Aodh's noauth mode")
+    token: str = token_option(
+        "the service's token (the inspector, the controller, doctor-vim send it as "
+        "X-Auth-Token): the only one POST /v1/events accepts; on /v2 it acts as admin of "
+        "project service (never logged)")
+    api_tokens_file: str = option(
+        "", help="with auth_strategy = token: an INI file (mode 0600) of the /v2 callers, one "
+                 "section per caller with token, user_id, project_id, roles (comma "
+                 "separated); a request whose X-Auth-Token is one of them acts as that user "
+                 "in that project. X-User-Id, X-Project-Id, X-Roles are then ignored")
     action_timeout_ms: int = option(2000, min=1, max=600_000,
                                     help="timeout of one alarm action POST, ms")
     action_retry_for_s: float = option(
@@ -42,6 +61,7 @@ class NotifierConfig:
     heartbeat_timeout_s: float = coordination.heartbeat_option()
 
     def __post_init__(self) -> None:
+        check_auth("notifier", self.auth_strategy, self.token)
         if not self.host.strip():
             raise ConfigError("host: must not be empty")
         if not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", self.database):
