@@ -29,8 +29,15 @@ class ConsumerConfig:
     port: int = port_option(12346, "the alarm endpoint")
     path: str = option("/failure", help="path of the alarm endpoint (the alarm action URL's "
                                         "path)")
-    auth_strategy: str = auth_strategy_option("the consumer")
-    token: str = token_option("X-Auth-Token of every request (never logged)")
+    auth_strategy: str = auth_strategy_option(
+        "the consumer", "token: an alarm (POST to path) is taken only when signed with "
+                        "alarm_secret or when its URL carries ?token=<token>")
+    token: str = token_option(
+        "X-Auth-Token of GET and DELETE /failures; also accepted as ?token=<token> in the "
+        "alarm action URL, for Aodh, which cannot sign (never logged)")
+    alarm_secret: str = token_option(
+        "an alarm is taken when its X-Doctor-Signature is sha256=<HMAC-SHA256 of the body "
+        "under this secret, hex>: the embedded notifier's action_secret")
     recovery: str = option(
         "none", help="what to do for a failed VM: none, or recreate (a new VM with the same "
                      "name and project on a healthy host, through the Controller, then delete "
@@ -39,6 +46,11 @@ class ConsumerConfig:
                                           "recovery = recreate")
     controller_token: str = token_option("token sent as X-Auth-Token to the Controller (never "
                                          "logged): its [controller] token")
+    recovery_confirm_s: float = option(
+        30.0, min=0, max=3600,
+        help="recovery = recreate acts only once the Controller confirms that the VM is in "
+             "error and its host down (host_status DOWN or forced down); an alarm not "
+             "confirmed within this long is logged and skipped, s")
     profile_file: str = profile_option()
     coordination_url: str = coordination.url_option()
     heartbeat_timeout_s: float = coordination.heartbeat_option()

@@ -26,7 +26,8 @@ what it serves (port 8042, as Aodh):
                       publishes); answered 202 at once, evaluated asynchronously. Only
                       the service's token (X-Auth-Token), unless auth_strategy = noauth.
   A matching event fires the alarm: POST <alarm action URL> with Aodh's body
-  {alarm_name, alarm_id, severity, previous, current, reason, reason_data}.
+  {alarm_name, alarm_id, severity, previous, current, reason, reason_data}, signed
+  with action_secret (X-Doctor-Signature: sha256=<hex HMAC-SHA256 of the body>).
 
 examples:
   DOCTOR_NOTIFIER_TOKEN=... doctor-notifier --port 8042 --api-tokens-file /etc/doctor/api-tokens

@@ -43,6 +43,9 @@ class NotifierConfig:
                  "section per caller with token, user_id, project_id, roles (comma "
                  "separated); a request whose X-Auth-Token is one of them acts as that user "
                  "in that project. X-User-Id, X-Project-Id, X-Roles are then ignored")
+    action_secret: str = token_option(
+        "sign every alarm action: X-Doctor-Signature: sha256=<HMAC-SHA256 of the body under "
+        "this secret, hex> (the consumer's alarm_secret); empty: unsigned (never logged)")
     action_timeout_ms: int = option(2000, min=1, max=600_000,
                                     help="timeout of one alarm action POST, ms")
     action_retry_for_s: float = option(

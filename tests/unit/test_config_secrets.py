@@ -26,8 +26,8 @@ SECRETS = {
     "inspector": (InspectorConfig, {"token", "controller_token", "notifier_token",
                                     "aodh_transport_url", "nova_transport_url"}),
     "controller": (ControllerConfig, {"token", "notify_token"}),
-    "notifier": (NotifierConfig, {"token"}),
-    "consumer": (ConsumerConfig, {"token", "controller_token"}),
+    "notifier": (NotifierConfig, {"token", "action_secret"}),
+    "consumer": (ConsumerConfig, {"token", "alarm_secret", "controller_token"}),
     "vim": (VimConfig, {"token", "notifier_token"}),
 }
 API_PARTS = {"inspector": ["inspector.cli"], "controller": ["controller.cli", "serve"],
