@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
             callers = load_api_tokens(config.api_tokens_file, config.token)
         except ConfigError as exc:
             daemon.fail(2, str(exc))
+        LOG.info("%d /v2 callers in %d projects from %s", len(callers),
+                 len({caller.project_id for _, caller in callers}), config.api_tokens_file)
 
     try:
         service = EmbeddedNotifier(config)
