@@ -19,7 +19,6 @@ import argparse
 import platform
 import tempfile
 import time
-import uuid
 from typing import Any
 
 from bench import report
@@ -49,7 +48,7 @@ class Bed:
         self.pipeline = pipeline
         openstack = pipeline.openstack or {}
         cloud_project = openstack.get("DOCTOR_OS_CLOUD") and openstack["DOCTOR_PROJECT_ID"]
-        self.project = cloud_project or uuid.uuid4().hex
+        self.project = cloud_project or pipeline.vnfm_project
         self.cloud: Any = OpenStackCloud(pipeline.openstack, self.project) \
             if pipeline.openstack else LocalCloud(pipeline)
         self.aodh = vnfm_aodh_client(pipeline, self.project)
@@ -61,8 +60,7 @@ class Bed:
     def populate(self, host: str, count: int) -> None:
         vms = self.cloud.boot(count, host, self.project)
         self.vms[host] = vms
-        self.alarms[host] = create_vm_alarms(self.aodh, vms,
-                                             self.pipeline.url("consumer") + "/failure")
+        self.alarms[host] = create_vm_alarms(self.aodh, vms, self.pipeline.action_url())
         created_at = time.monotonic()
         self._wait(lambda: self._inspector_host(host).get("servers", 0) >= count,
                    f"the inspector to map {count} VMs on {host}")

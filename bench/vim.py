@@ -74,9 +74,10 @@ class VimServerProcess:
     def start(self) -> float:
         """Start it; the seconds until its API answered."""
         started = time.monotonic()
-        argv = [sys.executable, "-m", "vim.cli", "--port", str(self.port), "--token", TOKEN,
+        argv = [sys.executable, "-m", "vim.cli", "--port", str(self.port),
                 "--interval-ms", str(self.interval_ms), "--log-level", "WARNING"]
-        env = {**os.environ, "DOCTOR_STATE_DIR": os.path.join(self.workdir, "state")}
+        env = {**os.environ, "DOCTOR_STATE_DIR": os.path.join(self.workdir, "state"),
+               "DOCTOR_VIM_TOKEN": TOKEN}
         with open(os.path.join(self.workdir, "vim.log"), "a") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = started + READY_TIMEOUT_S

@@ -20,7 +20,7 @@ SHELL_FAMILIES = {
                "[-c COLUMN]` (every running Doctor process); `doctor service list --help`",
     "vim": "VIMs and their monitoring: `doctor vim register --config-file F NAME`, "
            "`vim list [--name N]`, `vim show|update|delete ID|NAME` (-f, -c as service list); "
-           "talks to doctor-vim (--vim-url, --token)",
+           "talks to doctor-vim (--vim-url; the token in DOCTOR_VIM_TOKEN)",
 }
 
 

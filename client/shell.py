@@ -33,7 +33,8 @@ class CommandFailed(Exception):
 class ServiceList(Lister):
     """List the running Doctor processes (monitors, inspectors, notifier, consumer, ...).
 
-    Reads the Inspector's GET /v1/services, or with --coordination-url the coordination
+    Reads the Inspector's GET /v1/services (its token in the environment variable
+    DOCTOR_INSPECTOR_TOKEN, never a flag), or with --coordination-url the coordination
     backend itself. A process that died is gone within its heartbeat timeout (3 s by default).
     """
 
@@ -44,9 +45,8 @@ class ServiceList(Lister):
             default=os.environ.get("DOCTOR_INSPECTOR_URL", DEFAULT_INSPECTOR_URL),
             help="the Inspector's base URL (env DOCTOR_INSPECTOR_URL; default "
                  f"{DEFAULT_INSPECTOR_URL})")
-        parser.add_argument(
-            "--token", default=os.environ.get("DOCTOR_INSPECTOR_TOKEN", ""),
-            help="the Inspector's token, sent as X-Auth-Token (env DOCTOR_INSPECTOR_TOKEN)")
+        cfg.refuse_flag(parser, "--token", "the environment variable DOCTOR_INSPECTOR_TOKEN "
+                                           "(the Inspector's token, sent as X-Auth-Token)")
         parser.add_argument(
             "--coordination-url", metavar="URL",
             default=os.environ.get("DOCTOR_COORDINATION_URL", ""),
@@ -88,7 +88,8 @@ class ServiceList(Lister):
         from doctor.http import HttpClient, HttpError
 
         base = parsed_args.inspector_url.rstrip("/")
-        client = HttpClient(parsed_args.timeout_s, token=parsed_args.token)
+        client = HttpClient(parsed_args.timeout_s,
+                            token=os.environ.get("DOCTOR_INSPECTOR_TOKEN", ""))
         try:
             answer = client.get(base + "/v1/services")
         except HttpError as exc:
@@ -126,7 +127,8 @@ class VimApi:
         from doctor.http import HttpClient
 
         self.base = parsed_args.vim_url.rstrip("/")
-        self.client = HttpClient(parsed_args.timeout_s, token=parsed_args.token)
+        self.client = HttpClient(parsed_args.timeout_s,
+                                 token=os.environ.get("DOCTOR_VIM_TOKEN", ""))
 
     def call(self, method: str, path: str, json: Any = None,
              params: dict[str, str] | None = None, missing_ok: bool = False) -> Any:
@@ -167,9 +169,8 @@ def _add_vim_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--vim-url", metavar="URL", default=os.environ.get("DOCTOR_VIM_URL", DEFAULT_VIM_URL),
         help=f"the VIM server's base URL (env DOCTOR_VIM_URL; default {DEFAULT_VIM_URL})")
-    parser.add_argument(
-        "--token", default=os.environ.get("DOCTOR_VIM_TOKEN", ""),
-        help="the VIM server's token, sent as X-Auth-Token (env DOCTOR_VIM_TOKEN)")
+    cfg.refuse_flag(parser, "--token", "the environment variable DOCTOR_VIM_TOKEN (the VIM "
+                                       "server's token, sent as X-Auth-Token)")
     parser.add_argument("--timeout-s", type=cfg.positive_float, default=10.0,
                         help="timeout of each request, s (default %(default)s)")
 

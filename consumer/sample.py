@@ -7,25 +7,42 @@
 Each alarm is logged as ``doctor consumer notified at <epoch seconds>``, as
 Doctor's sample consumer does, and recorded as checkpoint T09 in the profile.
 With ``recovery = recreate`` (Doctor's step 10), a worker thread recreates
-each failed VM on a healthy host through the Controller, never the handler.
+each failed VM on a healthy host through the Controller, never the handler,
+and only once the Controller confirms the failure: the VM in error, its host
+down. An alarm says what happened; the Controller is what is believed.
+
+With ``auth_strategy = token`` (the default) an alarm is taken only when it is
+signed (``X-Doctor-Signature``, the embedded Notifier's HMAC under
+``alarm_secret``), or its URL carries ``?token=<token>`` (real Aodh cannot sign),
+or it carries ``X-Auth-Token: <token>``; anything else is a 401 and is neither
+recorded nor acted on. ``/failures`` needs ``X-Auth-Token``.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
-import queue
 import threading
 from collections import deque
-from typing import Any
+from typing import Any, Protocol
 
 from flask import Flask, Response, jsonify, request
 
 from consumer.base import Consumer, Notification
 from consumer.config import ConsumerConfig
-from controller.base import ControllerError, NotFound
+from controller.base import HOST_DOWN, ControllerError, Host, NotFound, Server
 from controller.client import ControllerClient
 from doctor import clock
-from doctor.api import ApiError, json_app, json_body, limit_body
+from doctor.api import (
+    TOKEN_HEADER,
+    ApiError,
+    json_app,
+    json_body,
+    limit_body,
+    token_matches,
+    unauthorized,
+)
 from doctor.events import (
     MAX_TEXT,
     VIM_STATUS_UPDATE,
@@ -35,10 +52,12 @@ from doctor.events import (
 )
 from doctor.logs import escape
 from doctor.profiler import Profiler
+from doctor.signing import SIGNATURE_HEADER, verify
 from doctor.wsgi import HttpServer
 
 LOG = logging.getLogger(__name__)
 MAX_KEPT = 10_000  # notifications kept for GET /failures; the oldest go first
+CONFIRM_INTERVAL_S = 0.5  # how often an unconfirmed failure is asked about again
 
 
 def parse_alarm(body: Any) -> tuple[str, str, str, str]:
@@ -74,21 +93,41 @@ def parse_alarm(body: Any) -> tuple[str, str, str, str]:
     return alarm_id, alarm_name, instance_id, ""
 
 
+class RecoveryController(Protocol):
+    """What recovery needs of the Controller (``ControllerClient``, or the embedded
+    ``Inventory`` in the same process)."""
+
+    def get_server(self, server_id: str) -> Server: ...
+    def host_status(self, server_id: str) -> str: ...
+    def list_hosts(self) -> list[Host]: ...
+    def create_server(self, name: str, project_id: str, host: str) -> Server: ...
+    def delete_server(self, server_id: str) -> None: ...
+    def close(self) -> None: ...
+
+
 class Recovery:
     """Recreates failed VMs on a healthy host, one after another, in its own thread.
 
-    A new server with the same name and project goes to the first host (by
-    name) that is not forced down and is not the failed one; then the failed
-    server is deleted. Each instance is recovered once, however often its
-    alarm repeats; if no replacement could be made, a later alarm tries again.
+    Only what the Controller confirms is recovered: the server is in error and its host is
+    down (``host_status`` DOWN, or the host forced down). An alarm that arrives before the
+    Inspector's calls have landed (the shortcut notifies first) is asked about again every
+    half second for ``confirm_s``, without holding up the others; unconfirmed by then, it is
+    logged and skipped. A new server with the same name and project then goes to the first
+    host (by name) that is not forced down and is not the failed one; then the failed
+    server is deleted. Each instance is recovered once, however often its alarm repeats; if
+    no replacement could be made (or it was not confirmed), a later alarm tries again.
     """
 
-    def __init__(self, controller: ControllerClient) -> None:
+    def __init__(self, controller: RecoveryController, confirm_s: float = 30.0) -> None:
         self.controller = controller
+        self.confirm_s = confirm_s
         self.recovered: dict[str, str] = {}  # failed instance id -> its replacement's id
+        self.skipped: list[str] = []  # instances whose failure the Controller did not confirm
         self._claimed: set[str] = set()
-        self._lock = threading.Lock()
-        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._lock = threading.Condition()
+        # (due, seq, instance id, give up at): what to ask the Controller about, and when.
+        self._due: list[tuple[float, int, str, float]] = []
+        self._seq = itertools.count()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="consumer-recovery", daemon=True)
 
@@ -101,26 +140,41 @@ class Recovery:
                 LOG.info("instance %s: recovery already done or under way", escape(instance_id))
                 return
             self._claimed.add(instance_id)
-        self._queue.put(instance_id)
+            now = clock.monotonic()
+            heapq.heappush(self._due, (now, next(self._seq), instance_id, now + self.confirm_s))
+            self._lock.notify_all()
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Finish the recovery under way (each Controller call has a timeout), drop the rest."""
-        self._stopping.set()
-        self._queue.put(None)
+        with self._lock:
+            self._stopping.set()
+            self._lock.notify_all()
         if self._thread.ident is not None:
             self._thread.join(timeout_s)
 
-    def _run(self) -> None:
-        while True:
-            instance_id = self._queue.get()
-            if instance_id is None:
-                return
-            if self._stopping.is_set():
+    def _next(self) -> tuple[str, float] | None:
+        """The next instance that is due (waiting for it), or None once stopping."""
+        with self._lock:
+            while not self._stopping.is_set():
+                now = clock.monotonic()
+                if self._due and self._due[0][0] <= now:
+                    _due, _seq, instance_id, give_up_at = heapq.heappop(self._due)
+                    return instance_id, give_up_at
+                self._lock.wait(self._due[0][0] - now if self._due else None)
+            for _due, _seq, instance_id, _give_up in self._due:
                 LOG.warning("instance %s: not recovered, the consumer is stopping",
                             escape(instance_id))
-                continue
+            self._due.clear()
+            return None
+
+    def _run(self) -> None:
+        while True:
+            item = self._next()
+            if item is None:
+                return
+            instance_id, give_up_at = item
             try:
-                self._recover(instance_id)
+                self._recover(instance_id, give_up_at)
             except Exception:  # noqa: BLE001  (one failed recovery must not end the worker)
                 LOG.exception("instance %s: recovery failed", escape(instance_id))
                 self._release(instance_id)
@@ -129,7 +183,23 @@ class Recovery:
         with self._lock:
             self._claimed.discard(instance_id)
 
-    def _recover(self, instance_id: str) -> None:
+    def _again(self, instance_id: str, give_up_at: float) -> None:
+        with self._lock:
+            heapq.heappush(self._due, (clock.monotonic() + CONFIRM_INTERVAL_S, next(self._seq),
+                                       instance_id, give_up_at))
+            self._lock.notify_all()
+
+    def _confirmed(self, failed: Server, hosts: list[Host]) -> str:
+        """Why the Controller does not confirm the failure of ``failed`` ('' if it does)."""
+        if failed.state != "error":
+            return f"the controller has it {failed.state}, not error"
+        forced_down = any(h.name == failed.host and h.forced_down for h in hosts)
+        status = self.controller.host_status(failed.id)
+        if status != HOST_DOWN and not forced_down:
+            return f"its host {failed.host} is not down (host_status {status})"
+        return ""
+
+    def _recover(self, instance_id: str, give_up_at: float) -> None:
         try:
             failed = self.controller.get_server(instance_id)
         except NotFound:
@@ -137,8 +207,18 @@ class Recovery:
                         escape(instance_id))
             return
         try:
-            healthy = [h.name for h in self.controller.list_hosts()
-                       if not h.forced_down and h.name != failed.host]
+            hosts = self.controller.list_hosts()
+            doubt = self._confirmed(failed, hosts)
+            if doubt:
+                if clock.monotonic() < give_up_at:
+                    self._again(instance_id, give_up_at)
+                    return
+                LOG.warning("instance %s: alarm not confirmed by the controller within %g s "
+                            "(%s); not recovered", instance_id, self.confirm_s, doubt)
+                self.skipped.append(instance_id)
+                self._release(instance_id)
+                return
+            healthy = [h.name for h in hosts if not h.forced_down and h.name != failed.host]
             if not healthy:
                 LOG.error("instance %s: no healthy host to recreate it on (failed host %s); "
                           "a later alarm will try again", escape(instance_id),
@@ -169,7 +249,8 @@ class Recovery:
 class SampleConsumer(Consumer):
     """Doctor's sample consumer: an HTTP endpoint for alarm actions, and what it received."""
 
-    def __init__(self, config: ConsumerConfig, controller: ControllerClient | None = None) -> None:
+    def __init__(self, config: ConsumerConfig,
+                 controller: RecoveryController | None = None) -> None:
         self.config = config
         self.profile = Profiler(config.profile_file)
         self._received: deque[Notification] = deque(maxlen=MAX_KEPT)
@@ -179,7 +260,7 @@ class SampleConsumer(Consumer):
         if config.recovery == "recreate":
             controller = controller or ControllerClient(config.controller_url,
                                                         config.controller_token)
-            self.recovery = Recovery(controller)
+            self.recovery = Recovery(controller, config.recovery_confirm_s)
 
     @property
     def url(self) -> str:
@@ -230,10 +311,31 @@ class SampleConsumer(Consumer):
             self._received.clear()
 
 
+def alarm_is_authentic(config: ConsumerConfig) -> bool:
+    """Whether the request being served may deliver an alarm (see the module's docstring)."""
+    if verify(config.alarm_secret, request.get_data(cache=True),
+              request.headers.get(SIGNATURE_HEADER, "")):
+        return True
+    return (token_matches(request.args.get("token", ""), config.token)
+            or token_matches(request.headers.get(TOKEN_HEADER, ""), config.token))
+
+
 def create_app(consumer: SampleConsumer) -> Flask:
     """The Consumer's HTTP API (see the module's docstring)."""
-    app = json_app("consumer")
-    limit_body(app, consumer.config.max_body_bytes)
+    config = consumer.config
+
+    def authenticate() -> tuple[Response, int] | None:
+        if request.path == config.path:
+            if alarm_is_authentic(config):
+                return None
+            LOG.warning("refused an alarm without a valid %s or token", SIGNATURE_HEADER)
+            return unauthorized(SIGNATURE_HEADER)
+        if token_matches(request.headers.get(TOKEN_HEADER, ""), config.token):
+            return None
+        return unauthorized()
+
+    app = json_app("consumer", config.token, config.auth_strategy, authenticate=authenticate)
+    limit_body(app, config.max_body_bytes)
 
     @app.post(consumer.config.path, endpoint="failure")
     def failure() -> Response:

@@ -49,9 +49,10 @@ def _action(body: Any) -> tuple[str, dict[str, Any]]:
     return name, _object(arguments, name)
 
 
-def create_app(inventory: Inventory, token: str = "") -> Flask:
-    """The API over ``inventory``; with ``token``, every request needs ``X-Auth-Token``."""
-    app = json_app("controller", token)
+def create_app(inventory: Inventory, token: str = "", auth_strategy: str = "token") -> Flask:
+    """The API over ``inventory``; every request needs ``token`` in ``X-Auth-Token``, unless
+    ``auth_strategy`` is noauth."""
+    app = json_app("controller", token, auth_strategy)
 
     @app.errorhandler(ControllerError)
     def _controller_error(error: ControllerError) -> tuple[Response, int]:

@@ -31,12 +31,14 @@ examples:
   doctor-controller force-down compute-1
   doctor-controller reset-state 6f1c... --state error
 
-client commands talk to --url (env DOCTOR_CONTROLLER_URL, default {DEFAULT_URL}) with
---token (env DOCTOR_CONTROLLER_TOKEN).
+client commands talk to --url (env DOCTOR_CONTROLLER_URL, default {DEFAULT_URL}) with the
+token in the environment variable DOCTOR_CONTROLLER_TOKEN (never a flag: ps shows flags).
 
-config file (INI; every serve option also goes in [controller]):
+config file (INI; every serve option also goes in [controller]; the token only there or in
+DOCTOR_CONTROLLER_TOKEN):
   [controller]
   port = 12347
+  token = <a long random string>
   database = sqlite:////var/lib/doctor/controller.db
   notify_urls = http://notifier:12348
 """
@@ -68,8 +70,8 @@ def serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         # ImportError: the URL names a database whose driver is not installed.
         daemon.fail(1, f"[controller] database: cannot open it: {exc}")
     daemon.on_stop(inventory.close)
-    daemon.listen(create_app(inventory, config.token), config.host, config.port,
-                  name="controller")
+    daemon.listen(create_app(inventory, config.token, config.auth_strategy), config.host,
+                  config.port, name="controller")
     LOG.info("inventory in %s; events to %s", engine.url.render_as_string(hide_password=True),
              ", ".join(config.notify_urls) or "nobody")
     daemon.register("Controller", config)
@@ -140,15 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     daemon = commands.add_parser("serve", help="run the Controller's REST API (the daemon)")
-    cfg.add_common_flags(daemon, ControllerConfig)
+    cfg.add_common_flags(daemon, ControllerConfig, "controller")
     daemon.set_defaults(func=None)
 
     remote = argparse.ArgumentParser(add_help=False)
     remote.add_argument("--url", default=os.environ.get("DOCTOR_CONTROLLER_URL", DEFAULT_URL),
                         help="the Controller's base URL (env DOCTOR_CONTROLLER_URL; "
                              "default %(default)s)")
-    remote.add_argument("--token", default=os.environ.get("DOCTOR_CONTROLLER_TOKEN", ""),
-                        help="sent as X-Auth-Token (env DOCTOR_CONTROLLER_TOKEN)")
+    cfg.refuse_flag(remote, "--token", "the environment variable DOCTOR_CONTROLLER_TOKEN")
     remote.add_argument("--timeout-s", type=cfg.positive_float, default=10.0,
                         help="timeout of each request, s (default %(default)s)")
     output = argparse.ArgumentParser(add_help=False)
@@ -191,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.func is None:
         return serve(parser, args)
     logs.setup("WARNING")
-    client = ControllerClient(args.url, args.token, timeout_s=args.timeout_s)
+    client = ControllerClient(args.url, os.environ.get("DOCTOR_CONTROLLER_TOKEN", ""),
+                              timeout_s=args.timeout_s)
     try:
         return args.func(client, args)
     except ControllerError as exc:

@@ -6,7 +6,16 @@ import re
 from dataclasses import dataclass
 
 from doctor import coordination
-from doctor.config import ConfigError, body_limit_option, host_option, option, port_option
+from doctor.config import (
+    ConfigError,
+    auth_strategy_option,
+    body_limit_option,
+    check_auth,
+    host_option,
+    option,
+    port_option,
+    token_option,
+)
 
 URL_RE = re.compile(r"^https?://[^/\s]+")
 
@@ -29,17 +38,19 @@ class ControllerConfig:
         default_factory=_default_database,
         default_doc="sqlite:///$DOCTOR_STATE_DIR/controller.db (/var/lib/doctor)",
         help="SQLAlchemy URL of the inventory (SQLite or PostgreSQL)")
-    token: str = option("", help="token clients must send as X-Auth-Token (never logged); "
-                                 "empty: none needed")
+    auth_strategy: str = auth_strategy_option()
+    token: str = token_option("clients (the inspector, the consumer, the CLI) send it as "
+                              "X-Auth-Token; requests without it get 401 (never logged)")
     notify_urls: list[str] = option(
         [], help="base URLs whose /v1/events receive every instance event (e.g. the "
                  "Notifier and the Inspector), comma separated")
-    notify_token: str = option("", help="token sent as X-Auth-Token with the events "
-                                        "(never logged)")
+    notify_token: str = token_option("token sent as X-Auth-Token with the events (never "
+                                     "logged): the receivers' token")
     coordination_url: str = coordination.url_option()
     heartbeat_timeout_s: float = coordination.heartbeat_option()
 
     def __post_init__(self) -> None:
+        check_auth("controller", self.auth_strategy, self.token)
         for url in self.notify_urls:
             if not URL_RE.match(url):
                 raise ConfigError(f"notify_urls: {url!r} is not an http(s) URL")

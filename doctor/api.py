@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
@@ -25,12 +26,32 @@ class ApiError(Exception):
         self.field = field
 
 
-def json_app(name: str, token: str = "") -> Flask:
-    """A Flask app that answers errors in JSON and, with ``token``, requires it.
+def token_matches(given: str, expected: str) -> bool:
+    """Whether ``given`` is ``expected``, compared in constant time; never for an empty
+    ``expected``."""
+    return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
 
-    Requests must then carry ``X-Auth-Token: <token>``; the token is compared
-    in constant time and never logged.
+
+def unauthorized(what: str = TOKEN_HEADER) -> tuple[Response, int]:
+    """The 401 of a request without the right credentials (never saying which were sent)."""
+    return jsonify({"error": f"missing or wrong {what}", "field": what}), 401
+
+
+def json_app(name: str, token: str = "", auth_strategy: str = "token",
+             authenticate: Callable[[], tuple[Response, int] | None] | None = None) -> Flask:
+    """A Flask app that answers errors in JSON and checks who is asking.
+
+    ``auth_strategy = "token"`` (the default): every request must carry
+    ``X-Auth-Token: <token>`` (compared in constant time, never logged), else 401;
+    an empty ``token`` is a ValueError, as nothing may answer anyone by mistake.
+    ``authenticate``, when given, replaces that check (a part whose routes take
+    other credentials: it returns a 401 response, or None to let the request in).
+    ``"noauth"``: anyone is answered.
     """
+    if auth_strategy not in ("token", "noauth"):
+        raise ValueError(f"auth_strategy: {auth_strategy!r} is not token or noauth")
+    if auth_strategy == "token" and not token:
+        raise ValueError(f"{name}: auth_strategy token needs a token")
     app = Flask(name)
     app.config.update(DEBUG=False, PROPAGATE_EXCEPTIONS=False, JSON_SORT_KEYS=False)
     limit_body(app, DEFAULT_MAX_BODY_BYTES)
@@ -58,15 +79,14 @@ def json_app(name: str, token: str = "") -> Flask:
                              escape(request.path))
         return jsonify({"error": f"internal error: {type(error).__name__}"}), 500
 
-    if token:
-        expected = token.encode()
+    if auth_strategy == "token":
 
-        @app.before_request
         def _check_token() -> tuple[Response, int] | None:
-            given = request.headers.get(TOKEN_HEADER, "").encode()
-            if not hmac.compare_digest(given, expected):
-                return jsonify({"error": f"missing or wrong {TOKEN_HEADER}"}), 401
-            return None
+            if token_matches(request.headers.get(TOKEN_HEADER, ""), token):
+                return None
+            return unauthorized()
+
+        app.before_request(authenticate or _check_token)
 
     return app
 

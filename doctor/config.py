@@ -6,7 +6,12 @@ help), and bounds. From that one declaration come the INI parsing, the
 command-line flags, the validation (errors name the section and the field),
 and the documented table in the README (``doctor config-doc``).
 
-Precedence: built-in defaults < the ``[section]`` of the config file < flags.
+Precedence: built-in defaults < the ``[section]`` of the config file < the environment <
+flags. Secret options (``option(..., secret=True)``: tokens, shared secrets, URLs that hold
+passwords) have no flag, since ``ps`` shows every process's command line to every user:
+they come from the config file or from the environment variable ``DOCTOR_<SECTION>_<OPTION>``
+(e.g. ``DOCTOR_INSPECTOR_TOKEN``), and given as a flag they are a usage error. Only secret
+options are read from the environment.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ from __future__ import annotations
 import argparse
 import configparser
 import dataclasses
+import os
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -35,11 +41,13 @@ def option(
     parse: Callable[[str], Any] | None = None,
     flag: bool = True,
     default_doc: str = "",
+    secret: bool = False,
 ) -> Any:
     """A documented config field. ``parse`` turns one text value into the field's value;
-    ``default_doc`` describes a default computed at run time (e.g. "the host name")."""
-    meta = {"help": help, "min": min, "max": max, "parse": parse, "flag": flag,
-            "default_doc": default_doc}
+    ``default_doc`` describes a default computed at run time (e.g. "the host name");
+    ``secret``: never a flag, read from the config file or ``env_name(section, name)``."""
+    meta = {"help": help, "min": min, "max": max, "parse": parse,
+            "flag": flag and not secret, "default_doc": default_doc, "secret": secret}
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     if isinstance(default, list):
@@ -147,9 +155,45 @@ def read_ini(path: str) -> configparser.ConfigParser:
     return parser
 
 
-def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One ``--field-name`` flag per option of ``cls`` (values parsed later by build)."""
+def is_secret(field: dataclasses.Field) -> bool:
+    """Whether the option is a secret (no flag; the config file or the environment)."""
+    return bool(field.metadata.get("secret"))
+
+
+def env_name(section: str, name: str) -> str:
+    """The environment variable of a secret option: ``DOCTOR_<SECTION>_<OPTION>``."""
+    return f"DOCTOR_{section}_{name}".upper().replace("-", "_")
+
+
+def refuse_flag(parser: argparse.ArgumentParser, flag: str, where: str,
+                dest: str = "") -> None:
+    """A hidden ``flag`` that is a usage error: a secret never comes from the command line
+    (``ps`` shows it to every user); ``where`` says where it goes instead."""
+
+    class Refused(argparse.Action):
+        def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                     values: Any, option_string: str | None = None) -> None:
+            parser.error(f"{option_string}: a secret is never taken on the command line (ps "
+                         f"shows it to every user); set {where}")
+
+    parser.add_argument(flag, nargs="?", dest=dest or f"_refused_{flag.lstrip('-')}",
+                        help=argparse.SUPPRESS, action=Refused)
+
+
+def add_flags(parser: argparse.ArgumentParser, cls: type, section: str = "") -> None:
+    """One ``--field-name`` flag per option of ``cls`` (values parsed later by build).
+
+    A secret option gets a hidden flag that is a usage error naming where the secret goes
+    (``section`` names its environment variable)."""
     for field in dataclasses.fields(cls):
+        if is_secret(field):
+            where = (f"[{section}] {field.name} in the config file, or the environment "
+                     f"variable {env_name(section, field.name)}") if section else \
+                "it in the config file, or the environment (doctor config-doc names the " \
+                "variable)"
+            refuse_flag(parser, "--" + field.name.replace("_", "-"), where,
+                        f"_secret_{field.name}")
+            continue
         if not field.metadata.get("flag", True):
             continue
         default = describe_default(field)
@@ -163,9 +207,20 @@ def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
 
 
 def flag_values(args: argparse.Namespace, cls: type) -> dict[str, str]:
-    """The options given on the command line, by field name."""
-    names = {f.name for f in dataclasses.fields(cls)}
+    """The options given on the command line, by field name (never a secret)."""
+    names = {f.name for f in dataclasses.fields(cls) if not is_secret(f)}
     return {k: v for k, v in vars(args).items() if k in names and v is not None}
+
+
+def env_values(cls: type, section: str, environ: Mapping[str, str] | None = None
+               ) -> dict[str, str]:
+    """The secret options of ``cls`` set (non-empty) in the environment, by field name."""
+    environ = os.environ if environ is None else environ
+    found = {}
+    for field in dataclasses.fields(cls):
+        if is_secret(field) and environ.get(env_name(section, field.name)):
+            found[field.name] = environ[env_name(section, field.name)]
+    return found
 
 
 def describe_default(field: dataclasses.Field) -> str:
@@ -185,21 +240,29 @@ def describe_default(field: dataclasses.Field) -> str:
 
 
 def doc_table(cls: type, section: str, skip: Iterable[str] = ()) -> str:
-    """A Markdown table of ``cls``'s options, for the README."""
+    """A Markdown table of ``cls``'s options, for the README; a secret option names its
+    environment variable (it has no flag)."""
     rows = [f"| `[{section}]` option | default | meaning |", "|---|---|---|"]
     for field in dataclasses.fields(cls):
         if field.name in skip:
             continue
         default = describe_default(field)
-        rows.append(f"| `{field.name}` | `{default}` | {field.metadata.get('help', '')} |")
+        meaning = field.metadata.get("help", "")
+        if is_secret(field):
+            meaning += (f". Secret: the config file or `{env_name(section, field.name)}`, "
+                        "never a flag")
+        rows.append(f"| `{field.name}` | `{default}` | {meaning} |")
     return "\n".join(rows)
 
 
 def load(cls: type[T], section: str, config_file: str | None,
-         flags: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> T:
-    """``cls`` from its defaults, the file's ``[section]``, ``extra`` values, then ``flags``.
+         flags: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
+         environ: Mapping[str, str] | None = None) -> T:
+    """``cls`` from its defaults, the file's ``[section]``, the environment's secrets
+    (``environ``, default ``os.environ``), ``extra`` values, then ``flags``.
 
-    The one loading path of every role's console script.
+    The one loading path of every role's console script. A secret among ``flags`` is a
+    ConfigError: secrets never come from the command line.
     """
     values: dict[str, Any] = {}
     sources = []
@@ -208,21 +271,32 @@ def load(cls: type[T], section: str, config_file: str | None,
         if ini.has_section(section):
             values.update(ini[section])
         sources.append(config_file)
+    from_env = env_values(cls, section, environ)
+    if from_env:
+        values.update(from_env)
+        sources.append(", ".join(env_name(section, name) for name in from_env))
     values.update(extra or {})
     if flags:
+        secret = [f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+                  if is_secret(f) and f.name in flags]
+        if secret:
+            raise ConfigError(f"[{section}] {secret[0]}: a secret is never taken from flags; "
+                              f"set it in the config file or {env_name(section, secret[0])}")
         values.update(flags)
         sources.append("flags")
     return build(cls, section, values, " and ".join(sources))
 
 
-def add_common_flags(parser: argparse.ArgumentParser, cls: type) -> None:
-    """``--config-file``, ``--log-level`` and one flag per option of ``cls``."""
+def add_common_flags(parser: argparse.ArgumentParser, cls: type, section: str = "") -> None:
+    """``--config-file``, ``--log-level`` and one flag per option of ``cls`` (``section``:
+    its config section, named in the error of a secret given as a flag)."""
     from doctor import logs
 
     parser.add_argument("--config-file", metavar="PATH",
-                        help="INI file; its section for this part, flags override it")
+                        help="INI file; its section for this part, flags override it "
+                             "(secrets: the file or DOCTOR_<SECTION>_<OPTION>, never a flag)")
     parser.add_argument("--log-level", default="INFO", choices=logs.LEVELS, type=str.upper)
-    add_flags(parser, cls)
+    add_flags(parser, cls, section)
 
 
 def from_args(parser: argparse.ArgumentParser, args: argparse.Namespace, cls: type[T],
@@ -273,7 +347,44 @@ def max_events_option(what: str) -> Any:
 
 def profile_option(what: str = "latency checkpoints") -> Any:
     """The ``profile_file`` field: where ``what`` are appended, as JSON lines."""
-    return option("", help=f"append {what} to this file (JSON lines)")
+    return option("", help=f"append {what} to this file (JSON lines, mode 0600)")
+
+
+TOKEN, NOAUTH = "token", "noauth"
+AUTH_STRATEGIES = (TOKEN, NOAUTH)
+
+
+def _auth_strategy(text: str) -> str:
+    value = text.strip().lower()
+    if value not in AUTH_STRATEGIES:
+        raise ValueError(f"{text.strip()!r} is not one of {', '.join(AUTH_STRATEGIES)}")
+    return value
+
+
+def auth_strategy_option(what: str = "the REST API", note: str = "") -> Any:
+    """The ``auth_strategy`` field: who ``what`` answers. ``token`` (the default): only
+    requests carrying the part's ``token`` in X-Auth-Token; ``noauth``: anyone. ``note``
+    ends the help (what else the strategy decides for this part)."""
+    return option(TOKEN, parse=_auth_strategy,
+                  help=f"who {what} answers: token (every request carries the token option "
+                       "as X-Auth-Token; the part refuses to start without one) or noauth "
+                       "(anyone; a warning at start)" + (f". {note}" if note else ""))
+
+
+def token_option(help: str) -> Any:
+    """A token or shared secret: a secret option (the config file or the environment)."""
+    return option("", help=help, secret=True)
+
+
+def check_auth(section: str, strategy: str, token: str) -> None:
+    """For a config's ``__post_init__``: ``auth_strategy = token`` needs a token.
+
+    The ConfigError says the three ways out (``build`` prefixes ``[section] ``)."""
+    if strategy == TOKEN and not token:
+        raise ConfigError(
+            f"token: required with auth_strategy = token; set token in the config file's "
+            f"[{section}] section, or the environment variable {env_name(section, 'token')}, "
+            f"or write auth_strategy = noauth in [{section}] (the API then answers anyone)")
 
 
 # -- argparse types ----------------------------------------------------------------------------

@@ -40,16 +40,18 @@ T = TypeVar("T")
 
 
 def daemon_parser(prog: str, config: type, description: str, epilog: str = "",
-                  duration: bool = False) -> argparse.ArgumentParser:
+                  duration: bool = False, section: str = "") -> argparse.ArgumentParser:
     """A daemon's flags: ``--config-file``, ``--log-level``, one per option of ``config``
-    and, with ``duration``, ``--duration-s`` (stop by itself)."""
+    (its secrets have none: ``section``, by default ``prog`` without ``doctor-``, names
+    their environment variables) and, with ``duration``, ``--duration-s`` (stop by
+    itself)."""
     parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     if duration:
         parser.add_argument("--duration-s", type=float, default=None,
                             help="stop by itself after this many seconds (default: run until "
                                  "SIGTERM or Ctrl-C)")
-    cfg.add_common_flags(parser, config)
+    cfg.add_common_flags(parser, config, section or prog.removeprefix("doctor-"))
     return parser
 
 
@@ -67,9 +69,14 @@ class Daemon:
         self._stops: list[Callable[[], Any]] = []
 
     def load(self, cls: type[T], section: str) -> T:
-        """The config of ``section``: defaults, the config file, then the flags (logging is
-        set up first); a bad value exits with status 2 and names the field."""
+        """The config of ``section``: defaults, the config file, the environment's secrets,
+        then the flags (logging is set up first); a bad value exits with status 2 and names
+        the field (so does ``auth_strategy = token`` without a token). With ``auth_strategy
+        = noauth`` a warning says that the API answers anyone."""
         self.config = cfg.from_args(self.parser, self.args, cls, section)
+        if getattr(self.config, "auth_strategy", None) == cfg.NOAUTH:
+            LOG.warning("[%s] auth_strategy = noauth: the API answers anyone, without a "
+                        "token; use it on a closed test machine only", section)
         return self.config
 
     def fail(self, status: int, message: str) -> NoReturn:

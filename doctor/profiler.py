@@ -3,7 +3,8 @@
 Doctor's profile of a host failure has ten checkpoints. Each part appends the
 ones it sees to a JSON-lines file (one ``write`` per line on a file opened
 with O_APPEND, so several processes can share it); the run script reads them
-back and prints the per-step profile.
+back and prints the per-step profile. The file is the user's alone (mode 0600): its ids and
+times tell how the cloud behaves.
 """
 
 from __future__ import annotations
@@ -43,7 +44,12 @@ class Profiler:
         line = {"checkpoint": checkpoint, "time": clock.now() if at is None else at, **fields}
         data = (json.dumps(line, sort_keys=True) + "\n").encode()
         if self._fd is None:  # opened once: a checkpoint costs one write(2)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:  # a file made by another process of the run (the same user) or left open
+                if os.fstat(self._fd).st_mode & 0o077:
+                    os.fchmod(self._fd, 0o600)
+            except OSError:  # someone else's file: theirs to close
+                pass
         os.write(self._fd, data)
 
 

@@ -12,7 +12,8 @@
 - ``GET /v1/services``: the service list (every registered Doctor process:
   Name, Process Id, Hostname, Created At), read from the coordination
   backend; 503 naming the backend when it cannot be reached.
-Every request needs the configured token in ``X-Auth-Token``.
+Every request needs the configured token in ``X-Auth-Token`` (unless ``auth_strategy =
+noauth``).
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from inspector.service import InspectorService
 
 
 def create_app(service: InspectorService, token: str, coordination_url: str | None = None,
-               heartbeat_timeout_s: float = coordination.DEFAULT_HEARTBEAT_TIMEOUT_S) -> Flask:
-    app = json_app("doctor-inspector", token)
+               heartbeat_timeout_s: float = coordination.DEFAULT_HEARTBEAT_TIMEOUT_S,
+               auth_strategy: str = "token") -> Flask:
+    app = json_app("doctor-inspector", token, auth_strategy)
     config = service.config
     coordination.load_tooz()  # not first in a server thread (see load_tooz)
 

@@ -21,8 +21,10 @@ def build_parser() -> argparse.ArgumentParser:
         "doctor-inspector", InspectorConfig,
         "Take Doctor host events from monitors (PUT /events), mark the host down in the "
         "controller, set its VMs to error and notify at once.",
-        "example: doctor-inspector --token $TOKEN --controller-url http://127.0.0.1:12347 "
-        "--notifier-url http://127.0.0.1:8042")
+        "example: DOCTOR_INSPECTOR_TOKEN=... DOCTOR_INSPECTOR_CONTROLLER_TOKEN=... "
+        "doctor-inspector --controller-url http://127.0.0.1:12347 --notifier-url "
+        "http://127.0.0.1:8042 (tokens and other secrets: the config file's [inspector] or "
+        "DOCTOR_INSPECTOR_<OPTION>, never a flag)")
 
 
 def build_controller(config: InspectorConfig) -> Controller:
@@ -64,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
             f"doctor-inspector-{coordination.local_hostname()}-{config.port or os.getpid()}"
         NovaListener(config.nova_transport_url, service.on_notifications, pool=pool).start()
     daemon.listen(create_app(service, config.token, config.coordination_url,
-                             config.heartbeat_timeout_s), config.host, config.port,
-                  name="inspector")
+                             config.heartbeat_timeout_s, config.auth_strategy), config.host,
+                  config.port, name="inspector")
     daemon.register(SERVICE_NAME, config)
     return daemon.run()
 

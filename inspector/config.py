@@ -8,12 +8,15 @@ from dataclasses import dataclass
 from doctor import coordination, drivers
 from doctor.config import (
     ConfigError,
+    auth_strategy_option,
     body_limit_option,
+    check_auth,
     host_option,
     max_events_option,
     option,
     port_option,
     profile_option,
+    token_option,
 )
 from doctor.store import database_option
 
@@ -25,15 +28,17 @@ class InspectorConfig:
     host: str = host_option()
     port: int = port_option(12345)
     max_body_bytes: int = body_limit_option()
-    token: str = option("", help="required: clients (monitors, the controller) send it as "
-                                 "X-Auth-Token; requests without it get 401 (never logged)")
+    auth_strategy: str = auth_strategy_option()
+    token: str = token_option("clients (monitors, the controller) send it as X-Auth-Token; "
+                              "requests without it get 401 (never logged)")
     database: str = database_option("inspector", "the event log (accepted events are "
                                                  "stored here before the 202)")
     controller: str = option("embedded", help="controller driver (entry points "
                                               "doctor.controller: embedded, nova)")
     controller_url: str = option("http://127.0.0.1:12347",
                                  help="the embedded controller's REST API")
-    controller_token: str = option("", help="token for the controller's API")
+    controller_token: str = token_option("token for the controller's API: its [controller] "
+                                         "token")
     nova_cloud: str = option("", help="controller=nova: the clouds.yaml entry to use; empty: "
                                       "the OS_* variables")
     nova_noauth_url: str = option("", help="controller=nova on a test cloud without Keystone: "
@@ -43,7 +48,7 @@ class InspectorConfig:
     nova_microversion: str = option("auto", help="Nova API microversion; auto: the newest "
                                                  "both sides speak (2.16 at least)")
     nova_transport_url: str = option(
-        "", help="controller=nova: oslo.messaging URL of Nova's notification bus; the "
+        "", secret=True, help="controller=nova: oslo.messaging URL of Nova's notification bus; the "
                  "inspector listens to compute.instance.* there to keep its host map fresh "
                  "(empty: only the periodic resync)")
     nova_listener_pool: str = option(
@@ -55,12 +60,14 @@ class InspectorConfig:
     notifier: str = option("http", help="notifier driver (entry points doctor.notifier; http: "
                                         "the embedded notifier's POST /v1/events; aodh: "
                                         "oslo.messaging straight to Aodh's listener)")
-    aodh_transport_url: str = option("", help="notifier=aodh: oslo.messaging transport URL "
-                                              "(rabbit://user:password@host:5672/vhost)")
+    aodh_transport_url: str = option(
+        "", secret=True, help="notifier=aodh: oslo.messaging transport URL "
+                              "(rabbit://user:password@host:5672/vhost)")
     aodh_topic: str = option("alarm.all", help="notifier=aodh: the topic Aodh's listener "
                                                "consumes (priority sample)")
     notifier_url: str = option("http://127.0.0.1:8042", help="the notifier's base URL")
-    notifier_token: str = option("", help="token for the notifier's event intake")
+    notifier_token: str = token_option("token for the notifier's event intake: its "
+                                       "[notifier] token")
     shortcut: bool = option(True, help="publish compute.instance.update (state error) for "
                                        "every VM of a failed host at once, in parallel with "
                                        "the controller calls (Doctor's shortcut); false: "
@@ -93,9 +100,7 @@ class InspectorConfig:
     heartbeat_timeout_s: float = coordination.heartbeat_option()
 
     def __post_init__(self) -> None:
-        if not self.token:
-            raise ConfigError("token: required; set [inspector] token (or --token) and give "
-                              "the same to the monitors")
+        check_auth("inspector", self.auth_strategy, self.token)
         for name, namespace in (("controller", drivers.CONTROLLER),
                                 ("notifier", drivers.NOTIFIER)):
             known = drivers.names(namespace)

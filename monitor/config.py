@@ -16,7 +16,7 @@ import socket
 from dataclasses import dataclass
 
 from doctor import coordination
-from doctor.config import ConfigError, option, profile_option
+from doctor.config import ConfigError, option, profile_option, token_option
 
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,253})$")
 
@@ -56,8 +56,8 @@ class MonitorConfig:
     inspector_url: str = option(
         "", help="Inspector base URL: events go to PUT <url>/events. Empty: events are "
                  "printed to stdout as JSON lines")
-    inspector_token: str = option("", help="token sent as X-Auth-Token to the Inspector "
-                                           "(never logged)")
+    inspector_token: str = token_option("token sent as X-Auth-Token to the Inspector (never "
+                                        "logged): the Inspector's [inspector] token")
     targets: list[Target] = option(
         [], parse=parse_target,
         help="hosts to watch, hostname=address, comma separated; also the [targets] "

@@ -9,9 +9,11 @@ Consumer's final answer. Retries wait on a timer heap, not in a worker, so a
 Consumer that is down never holds up the alarms of another.
 
 Every request carries ``X-OpenStack-Request-Id`` (as Aodh sends it), the same
-on every retry, so a Consumer can tell a retry from a second alarm. Headers
-are never logged, and URLs are logged through ``doctor.redact`` (no credentials, no query
-values).
+on every retry, so a Consumer can tell a retry from a second alarm; with a
+``secret``, also ``X-Doctor-Signature: sha256=<hex>``, the HMAC-SHA256 of the
+body under it (``doctor.signing``), so a Consumer takes only what this Notifier
+sent. Headers are never logged, and URLs are logged through ``doctor.redact``
+(no credentials, no query values).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from doctor.logs import escape
 from doctor.profiler import Profiler
 from doctor.redact import redact_url
 from doctor.retry import Backoff
+from doctor.signing import SIGNATURE_HEADER, sign
 from notifier.evaluator import Firing
 
 LOG = logging.getLogger(__name__)
@@ -46,6 +49,7 @@ class _Delivery:
     url: str
     payload: dict
     body: bytes = b""
+    signature: str = ""
     request_id: str = field(default_factory=lambda: f"req-{uuid.uuid4()}")
     first_at: float = field(default_factory=clock.monotonic)
     attempts: int = 0
@@ -58,15 +62,17 @@ class ActionDispatcher:
     def __init__(self, timeout_s: float = 2.0, retry_for_s: float = 60.0,
                  retry_initial_s: float = 0.05, retry_max_s: float = 2.0, workers: int = 32,
                  profiler: Profiler | None = None,
-                 check_url: Callable[[str], object] | None = None) -> None:
+                 check_url: Callable[[str], object] | None = None, secret: str = "") -> None:
         """``check_url`` raises ValueError for a URL no action may go to: never POSTed,
-        counted as refused."""
+        counted as refused. ``secret``: sign every body with it (X-Doctor-Signature);
+        empty: unsigned."""
         self.timeout_s = timeout_s
         self.check_url = check_url
         self.retry_for_s = retry_for_s
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
         self.profiler = profiler or Profiler()
+        self._secret = secret
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="alarm-action")
         # Alarm actions go straight to the consumer (no proxy), one kept-alive connection
         # per worker thread and consumer.
@@ -142,14 +148,17 @@ class ActionDispatcher:
                 return
         if not delivery.body:  # encoded here, in the pool, so dispatch() returns at once
             delivery.body = json.dumps(delivery.payload).encode()
+            if self._secret:
+                delivery.signature = sign(self._secret, delivery.body)
+        headers = {"X-OpenStack-Request-Id": delivery.request_id}
+        if delivery.signature:
+            headers[SIGNATURE_HEADER] = delivery.signature
         delivery.attempts += 1
         sent_at = clock.now()
         with self._lock:
             self.counts["sent"] += 1
         try:
-            response = self._client.post(
-                delivery.url, data=delivery.body,
-                headers={"X-OpenStack-Request-Id": delivery.request_id})
+            response = self._client.post(delivery.url, data=delivery.body, headers=headers)
         except HttpError as exc:
             # Its reason, not its text: the text repeats the URL with its query string.
             problem = exc.reason

@@ -14,10 +14,13 @@ What python-aodhclient (3.x) sends, and so what is served:
 - ``alarm.query`` (the CLI's ``--name`` and its lookups of a name):
   ``POST /v2/query/alarms`` with Aodh's complex query filter
 
-Authentication is Aodh's noauth mode: the caller is whoever ``X-User-Id``,
-``X-Project-Id`` and ``X-Roles`` say (aodhclient's ``aodh-noauth`` plugin
-sends them). An alarm belongs to the caller's project; only a caller with
-the ``admin`` role may name another project, or see other projects' alarms.
+Who is asking is ``notifier.caller``'s: with ``auth_strategy = token`` (the
+default) whoever the request's ``X-Auth-Token`` is (the service's token, or a
+caller of the ``api_tokens_file``), and ``POST /v1/events`` takes the service's
+token only; with ``noauth``, Aodh's noauth mode: whoever ``X-User-Id``,
+``X-Project-Id`` and ``X-Roles`` say (aodhclient's ``aodh-noauth`` plugin sends
+them). An alarm belongs to the caller's project; only a caller with the
+``admin`` role may name another project, or see other projects' alarms.
 Errors are JSON with ``error`` and ``field``, plus Aodh's
 ``error_message.faultstring``, which is what aodhclient shows.
 
@@ -28,31 +31,38 @@ checks in ``notifier.validation``, filters, sorts and pages in ``notifier.query`
 
 from __future__ import annotations
 
-import hmac
+from collections.abc import Iterable
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from doctor.api import TOKEN_HEADER, ApiError, json_app, json_body
+from doctor.api import ApiError, json_app, json_body
+from doctor.config import NOAUTH, TOKEN
 from doctor.events import EventError, parse_ceilometer_events
 from notifier import query
 from notifier.base import PublishError
-from notifier.caller import Caller, current_caller
+from notifier.caller import Caller, CallerAuth, current_caller
 from notifier.embedded import AlarmConflict, AlarmNotFound, AlarmQuotaExceeded, EmbeddedNotifier
 from notifier.errors import aodh_error, fail
 from notifier.evaluator import STATES
 from notifier.validation import validate_alarm
 
 
-def create_app(service: EmbeddedNotifier, token: str = "") -> Flask:
-    """The Notifier's Flask app; with ``token``, ``POST /v1/events`` requires it.
+def create_app(service: EmbeddedNotifier, token: str = "", auth_strategy: str = TOKEN,
+               callers: Iterable[tuple[str, Caller]] = ()) -> Flask:
+    """The Notifier's Flask app.
 
-    ``/v2`` takes no token, as Aodh in noauth mode: the caller is read from the
-    X-User-Id, X-Project-Id and X-Roles headers.
+    ``auth_strategy = token``: every request needs a known X-Auth-Token: ``token`` (the
+    service: the only one for ``POST /v1/events``; on ``/v2`` the admin of project
+    ``service``) or one of ``callers`` ((token, caller), from the ``api_tokens_file``).
+    ``noauth``: as Aodh in noauth mode, the caller is read from the X-User-Id,
+    X-Project-Id and X-Roles headers, and anyone may post events.
     """
-    app = json_app("notifier")
-    expected_token = token.encode()
+    auth = CallerAuth(auth_strategy, token, callers)
+    app = json_app("notifier", token, auth_strategy, authenticate=auth)
+    if auth_strategy == NOAUTH:
+        app.before_request(auth)  # it marks the request: the headers name the caller
 
     # Aodh's error shape too: aodhclient shows error_message.faultstring to its user.
     @app.errorhandler(ApiError)
@@ -76,9 +86,6 @@ def create_app(service: EmbeddedNotifier, token: str = "") -> Flask:
 
     @app.post("/v1/events")
     def post_events() -> tuple[Response, int]:
-        if expected_token and not hmac.compare_digest(
-                request.headers.get(TOKEN_HEADER, "").encode(), expected_token):
-            raise ApiError(401, f"missing or wrong {TOKEN_HEADER}", TOKEN_HEADER)
         body = json_body()
         items = [body] if isinstance(body, dict) else body
         if not isinstance(items, list):

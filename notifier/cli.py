@@ -16,27 +16,42 @@ LOG = logging.getLogger("notifier")
 EXAMPLES = """\
 what it serves (port 8042, as Aodh):
   /v2/alarms ...      Aodh's alarm API for event alarms, as python-aodhclient uses it.
-                      The caller is taken from X-User-Id, X-Project-Id, X-Roles (Aodh's
-                      noauth mode; aodhclient: --os-auth-type aodh-noauth).
+                      auth_strategy = token (the default): the caller is whoever its
+                      X-Auth-Token is: [notifier] token (the service: admin of project
+                      service) or a caller of api_tokens_file (one project each).
+                      auth_strategy = noauth: the caller is taken from X-User-Id,
+                      X-Project-Id, X-Roles (Aodh's noauth mode; aodhclient:
+                      --os-auth-type aodh-noauth).
   POST /v1/events     a JSON list of events in Ceilometer's format (what the Inspector
-                      publishes); answered 202 at once, evaluated asynchronously. With
-                      --token, X-Auth-Token is required here.
+                      publishes); answered 202 at once, evaluated asynchronously. Only
+                      the service's token (X-Auth-Token), unless auth_strategy = noauth.
   A matching event fires the alarm: POST <alarm action URL> with Aodh's body
-  {alarm_name, alarm_id, severity, previous, current, reason, reason_data}.
+  {alarm_name, alarm_id, severity, previous, current, reason, reason_data}, signed
+  with action_secret (X-Doctor-Signature: sha256=<hex HMAC-SHA256 of the body>).
 
 examples:
-  doctor-notifier --port 8042 --database sqlite:////var/lib/doctor/notifier.db
+  DOCTOR_NOTIFIER_TOKEN=... doctor-notifier --port 8042 --api-tokens-file /etc/doctor/api-tokens
   doctor-notifier --config-file /etc/doctor/doctor.conf
 
-  aodh --os-auth-type aodh-noauth --aodh-endpoint http://127.0.0.1:8042 \\
-      --user-id vnfm --project-id demo --roles admin \\
+  OS_TOKEN=<the VNFM project's token in api_tokens_file> aodh --os-auth-type admin_token \\
+      --os-endpoint http://127.0.0.1:8042 --aodh-endpoint http://127.0.0.1:8042 \\
       alarm create --type event --name vm1-error --event-type compute.instance.update \\
       --query "traits.instance_id=<vm uuid>;traits.state=error" \\
       --alarm-action http://127.0.0.1:12346/failure --repeat-actions false
 
-config file (INI; every option below also goes in [notifier]):
+config file (INI; every option below also goes in [notifier]; secrets only there or in
+DOCTOR_NOTIFIER_<OPTION>):
   [notifier]
   port = 8042
+  token = <a long random string>
+  api_tokens_file = /etc/doctor/api-tokens
+
+api_tokens_file (mode 0600), one section per caller:
+  [vnfm]
+  token = <a long random string>
+  user_id = vnfm
+  project_id = demo
+  roles = member
   database = sqlite:////var/lib/doctor/notifier.db
   action_retry_for_s = 60
 """
@@ -53,8 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     daemon = Daemon(build_parser(), argv)
     config = daemon.load(NotifierConfig, "notifier")
+    from doctor.config import ConfigError
     from notifier.api import create_app
+    from notifier.caller import load_api_tokens
     from notifier.embedded import EmbeddedNotifier
+
+    callers = []
+    if config.api_tokens_file and config.auth_strategy == "token":
+        try:
+            callers = load_api_tokens(config.api_tokens_file, config.token)
+        except ConfigError as exc:
+            daemon.fail(2, str(exc))
+        LOG.info("%d /v2 callers in %d projects from %s", len(callers),
+                 len({caller.project_id for _, caller in callers}), config.api_tokens_file)
 
     try:
         service = EmbeddedNotifier(config)
@@ -64,8 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         daemon.fail(1, f"[notifier] database: cannot open the alarm store: "
                        f"{type(exc).__name__}: {getattr(exc, 'orig', None) or exc}")
     daemon.on_stop(service.stop)
-    server = daemon.listen(create_app(service, config.token), config.host, config.port,
-                           what="[notifier] host/port: ", threads=16, name="notifier")
+    server = daemon.listen(create_app(service, config.token, config.auth_strategy, callers),
+                           config.host, config.port, what="[notifier] host/port: ",
+                           threads=16, name="notifier")
     service.listening_at(config.host, server.port)  # alarm actions may not target it
     service.start()
     LOG.info("doctor-notifier serving Aodh's alarm API on %s", server.url)

@@ -11,12 +11,15 @@ from dataclasses import dataclass
 from doctor import coordination
 from doctor.config import (
     ConfigError,
+    auth_strategy_option,
     body_limit_option,
+    check_auth,
     host_option,
     max_events_option,
     option,
     port_option,
     profile_option,
+    token_option,
 )
 from doctor.store import database_option
 from notifier.targets import DEFAULT_DENY, check_entry, parse_allow, parse_endpoint
@@ -31,9 +34,22 @@ class NotifierConfig:
     max_body_bytes: int = body_limit_option()
     database: str = database_option("notifier", "the alarm store (sqlite:///PATH or "
                                                 "postgresql+psycopg://...)")
-    token: str = option("", help="token required as X-Auth-Token on POST /v1/events (never "
-                                 "logged); empty: the intake needs none. /v2/alarms takes the "
-                                 "caller from X-User-Id, X-Project-Id, X-Roles (Aodh's noauth)")
+    auth_strategy: str = auth_strategy_option(
+        "the API (/v2 and POST /v1/events)",
+        "token: a /v2 caller is whoever its token is (token, api_tokens_file); noauth: "
+        "whoever X-User-Id, X-Project-Id, X-Roles say, as in Aodh's noauth mode")
+    token: str = token_option(
+        "the service's token (the inspector, the controller, doctor-vim send it as "
+        "X-Auth-Token): the only one POST /v1/events accepts; on /v2 it acts as admin of "
+        "project service (never logged)")
+    api_tokens_file: str = option(
+        "", help="with auth_strategy = token: an INI file (mode 0600) of the /v2 callers, one "
+                 "section per caller with token, user_id, project_id, roles (comma "
+                 "separated); a request whose X-Auth-Token is one of them acts as that user "
+                 "in that project. X-User-Id, X-Project-Id, X-Roles are then ignored")
+    action_secret: str = token_option(
+        "sign every alarm action: X-Doctor-Signature: sha256=<HMAC-SHA256 of the body under "
+        "this secret, hex> (the consumer's alarm_secret); empty: unsigned (never logged)")
     max_events_per_request: int = max_events_option("POST /v1/events")
     project_alarm_quota: int = option(
         10_000, min=1, max=10_000_000,
@@ -73,6 +89,7 @@ class NotifierConfig:
     heartbeat_timeout_s: float = coordination.heartbeat_option()
 
     def __post_init__(self) -> None:
+        check_auth("notifier", self.auth_strategy, self.token)
         if not self.host.strip():
             raise ConfigError("host: must not be empty")
         if not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", self.database):

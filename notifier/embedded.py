@@ -72,7 +72,7 @@ class EmbeddedNotifier(EventPublisher):
             timeout_s=config.action_timeout_ms / 1000, retry_for_s=config.action_retry_for_s,
             retry_initial_s=config.action_retry_initial_ms / 1000,
             retry_max_s=config.action_retry_max_ms / 1000, workers=config.action_workers,
-            profiler=self.profiler, check_url=self._check_url)
+            profiler=self.profiler, check_url=self._check_url, secret=config.action_secret)
         # One lock for the evaluator's alarms and every API change to them.
         self.lock = threading.RLock()
         # Event lists; a batch takes lists until it holds MAX_EVALUATION events or more.

@@ -16,7 +16,8 @@ from doctor.events import INSTANCE_UPDATE, VIM_STATUS_UPDATE
 
 def aodh_client(endpoint: str, project_id: str, user_id: str = "doctor-vnfm",
                 roles: str = "admin", timeout_s: float = 10.0) -> Any:
-    """An aodhclient v2 client without Keystone (auth type ``aodh-noauth``)."""
+    """An aodhclient v2 client without Keystone (auth type ``aodh-noauth``): real Aodh in
+    noauth mode (the test bed), or the embedded notifier with ``auth_strategy = noauth``."""
     from aodhclient import client
     from aodhclient.noauth import AodhNoAuthPlugin
     from keystoneauth1 import session
@@ -26,9 +27,22 @@ def aodh_client(endpoint: str, project_id: str, user_id: str = "doctor-vnfm",
     return client.Client("2", session=session.Session(auth=auth, timeout=timeout_s))
 
 
+def token_aodh_client(endpoint: str, token: str, timeout_s: float = 10.0) -> Any:
+    """An aodhclient v2 client that sends ``token`` as X-Auth-Token (keystoneauth1's
+    ``token_endpoint``): the embedded notifier with ``auth_strategy = token``, where the
+    token is the caller (a project's token of its ``api_tokens_file``)."""
+    from aodhclient import client
+    from keystoneauth1 import session
+    from keystoneauth1.token_endpoint import Token
+
+    return client.Client("2", session=session.Session(auth=Token(endpoint, token),
+                                                      timeout=timeout_s))
+
+
 def vnfm_aodh_client(pipeline: Any, project_id: str) -> Any:
-    """The VNFM's aodhclient for a pipeline: on a cloud of clouds.yaml its session; otherwise
-    Aodh's (or the embedded notifier's) noauth mode in ``project_id``."""
+    """The VNFM's aodhclient for a pipeline: on a cloud of clouds.yaml its session; on the
+    test bed Aodh's noauth mode in ``project_id``; on the embedded notifier the VNFM's token
+    (its project is ``pipeline.vnfm_project``)."""
     env = pipeline.openstack or {}
     if env.get("DOCTOR_OS_CLOUD"):
         from aodhclient import client
@@ -38,7 +52,12 @@ def vnfm_aodh_client(pipeline: Any, project_id: str) -> Any:
         cloud = open_cloud(env["DOCTOR_OS_CLOUD"])
         return client.Client("2", session=cloud.session,
                              endpoint_override=env.get("DOCTOR_AODH_URL") or None)
-    return aodh_client(pipeline.url("notifier"), project_id)
+    if pipeline.openstack is not None:
+        return aodh_client(pipeline.url("notifier"), project_id)
+    if project_id != pipeline.vnfm_project:
+        raise ValueError(f"the embedded notifier knows the VNFM's project "
+                         f"{pipeline.vnfm_project}, not {project_id}")
+    return token_aodh_client(pipeline.url("notifier"), pipeline.vnfm_token)
 
 
 def vm_error_alarm(vm_id: str, consumer_url: str, name: str = "") -> dict[str, Any]:

@@ -16,7 +16,6 @@ import logging
 import os
 import tempfile
 import time
-import uuid
 from typing import Any
 
 from doctor import clock, profiler
@@ -171,7 +170,7 @@ def _run_steps(args: argparse.Namespace, net: TestHostNetwork, pipeline: Pipelin
          "--duration-s", "600", *[f"--target={n}={net.hosts[n].address}" for n in hosts]])
     # A project of its own per run, except on a real cloud (its credentials' project).
     own_project = not (pipeline.openstack or {}).get("DOCTOR_OS_CLOUD")
-    project = uuid.uuid4().hex if own_project else \
+    project = pipeline.vnfm_project if own_project else \
         (pipeline.openstack or {})["DOCTOR_PROJECT_ID"]
     cloud = OpenStackCloud(pipeline.openstack, project) if pipeline.openstack \
         else LocalCloud(pipeline)
@@ -181,7 +180,7 @@ def _run_steps(args: argparse.Namespace, net: TestHostNetwork, pipeline: Pipelin
         vms = cloud.boot(args.vm_count, failed, project)
         step(f"creating {len(vms)} event alarms with aodhclient")
         aodh = vnfm_aodh_client(pipeline, project)
-        alarms = create_vm_alarms(aodh, vms, pipeline.url("consumer") + "/failure")
+        alarms = create_vm_alarms(aodh, vms, pipeline.action_url())
         created_at = time.monotonic()
         try:
             # From the controller's notifications, at once; should one be missed, the

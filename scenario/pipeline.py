@@ -4,6 +4,12 @@ Used by ``doctor run``, ``doctor bench notify`` and the end-to-end tests: each
 part is its console script's module (``python -m inspector.cli`` ...) with its
 own port, one state directory, and one profile file, so what is measured is
 what runs in production, real HTTP between the parts.
+
+Every part runs with ``auth_strategy = token``, as in production. Its secrets go in
+its environment (``DOCTOR_<SECTION>_<OPTION>``), never on its command line: one
+token for the parts, the notifier's ``action_secret`` as the consumer's
+``alarm_secret``, and a VNFM project's token in the notifier's ``api_tokens_file``
+(mode 0600), with which the VNFM's aodhclient creates its alarms.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 
 from doctor.http import HttpClient, HttpError
@@ -78,6 +85,11 @@ class Pipeline:
     # embedded controller and notifier; None: the embedded default.
     openstack: dict[str, str] | None = None
     token: str = field(default_factory=lambda: secrets.token_hex(16))
+    # The notifier signs its alarm actions with it; the consumer checks them with it.
+    action_secret: str = field(default_factory=lambda: secrets.token_hex(16))
+    # The VNFM's project on the embedded notifier, and its token (api_tokens_file).
+    vnfm_project: str = field(default_factory=lambda: uuid.uuid4().hex)
+    vnfm_token: str = field(default_factory=lambda: secrets.token_hex(16))
     # Where every part registers for the service list; None: tooz's file driver in the
     # workdir's state directory, shared by all the parts.
     coordination_url: str | None = None
@@ -96,10 +108,37 @@ class Pipeline:
         """The coordination URL every part registers at."""
         return self.coordination_url or f"file://{os.path.join(self.state_dir, 'coordination')}"
 
+    @property
+    def api_tokens_file(self) -> str:
+        """The notifier's api_tokens_file: the VNFM's project token."""
+        return os.path.join(self.workdir, "api-tokens.conf")
+
     def url(self, name: str) -> str:
         if self.openstack is not None and name == "notifier":
             return self.openstack["DOCTOR_AODH_URL"]
         return self.parts[name].url
+
+    def action_url(self) -> str:
+        """The alarm action URL of the consumer. The embedded notifier signs its POSTs; real
+        Aodh cannot, so its URL carries the consumer's token (logs show it as ***)."""
+        url = self.url("consumer") + "/failure"
+        return url + f"?token={self.token}" if self.openstack is not None else url
+
+    def secrets_env(self, section: str) -> dict[str, str]:
+        """The secrets of the part of ``section``, as its environment variables."""
+        token, env = self.token, self.openstack or {}
+        values = {
+            "notifier": {"token": token, "action_secret": self.action_secret},
+            "controller": {"token": token, "notify_token": token},
+            "inspector": {"token": token, "controller_token": token, "notifier_token": token,
+                          "nova_transport_url": env.get("DOCTOR_TRANSPORT_URL", ""),
+                          "aodh_transport_url": env.get("DOCTOR_TRANSPORT_URL", "")},
+            "consumer": {"token": token, "alarm_secret": self.action_secret,
+                         "controller_token": token},
+            "monitor": {"inspector_token": token},
+        }.get(section, {})
+        return {f"DOCTOR_{section.upper()}_{name.upper()}": value
+                for name, value in values.items() if value}
 
     def start(self) -> Pipeline:
         os.makedirs(self.workdir, exist_ok=True)
@@ -112,17 +151,20 @@ class Pipeline:
         # The controller's notifications keep the inspector's host map fresh; on the
         # conservative path they also carry the VM errors to the notifier.
         notify = [urls["inspector"]] + ([] if self.shortcut else [urls["notifier"]])
+        from notifier.caller import Caller, write_api_tokens
+
+        write_api_tokens(self.api_tokens_file, [("vnfm", self.vnfm_token, Caller(
+            "doctor-vnfm", self.vnfm_project, frozenset({"member"})))])
         self._start("notifier", urls["notifier"], "notifier.cli",
-                    [*common, "--port", str(ports["notifier"]), "--token", self.token])
+                    [*common, "--port", str(ports["notifier"]), "--api-tokens-file",
+                     self.api_tokens_file])
         self._start("controller", urls["controller"], "controller.cli",
-                    ["serve", "--log-level", "INFO", "--port", str(ports["controller"]), "--token",
-                     self.token, "--notify-urls", ",".join(notify),
-                     "--notify-token", self.token])
+                    ["serve", "--log-level", "INFO", "--port", str(ports["controller"]),
+                     "--notify-urls", ",".join(notify)])
         self._start("inspector", urls["inspector"], "inspector.cli",
-                    [*common, "--port", str(ports["inspector"]), "--token", self.token,
-                     "--controller-url", urls["controller"], "--controller-token",
-                     self.token, "--notifier-url", urls["notifier"], "--notifier-token",
-                     self.token, "--shortcut", str(self.shortcut).lower()])
+                    [*common, "--port", str(ports["inspector"]),
+                     "--controller-url", urls["controller"], "--notifier-url", urls["notifier"],
+                     "--shortcut", str(self.shortcut).lower()])
         self._start("consumer", urls["consumer"], "consumer.cli",
                     [*common, "--port", str(ports["consumer"])])
         for name, path in READY_PATHS.items():
@@ -138,11 +180,10 @@ class Pipeline:
         env = self.openstack or {}
         ports = {name: free_port() for name in ("inspector", "consumer")}
         common = ["--log-level", "INFO", "--profile-file", self.profile_file]
+        # The transport URLs (they hold RabbitMQ's password) go in the inspector's environment.
         self._start("inspector", f"http://127.0.0.1:{ports['inspector']}", "inspector.cli",
-                    [*common, "--port", str(ports["inspector"]), "--token", self.token,
-                     "--controller", "nova", *nova_flags(env),
-                     "--nova-transport-url", env["DOCTOR_TRANSPORT_URL"],
-                     "--notifier", "aodh", "--aodh-transport-url", env["DOCTOR_TRANSPORT_URL"],
+                    [*common, "--port", str(ports["inspector"]),
+                     "--controller", "nova", *nova_flags(env), "--notifier", "aodh",
                      "--shortcut", str(self.shortcut).lower()])
         self._start("consumer", f"http://127.0.0.1:{ports['consumer']}", "consumer.cli",
                     [*common, "--port", str(ports["consumer"])])
@@ -153,8 +194,8 @@ class Pipeline:
     def start_monitor(self, argv: list[str]) -> Part:
         """``doctor-monitor`` with ``argv``, pointed at this inspector; stopped with the rest."""
         self._start("monitor", "", "monitor.cli",
-                    ["--inspector-url", self.url("inspector"), "--inspector-token", self.token,
-                     "--profile-file", self.profile_file, *argv])
+                    ["--inspector-url", self.url("inspector"), "--profile-file",
+                     self.profile_file, *argv])
         return self.parts["monitor"]
 
     def start_another(self, like: str, name: str) -> Part:
@@ -170,7 +211,8 @@ class Pipeline:
 
     def _start(self, name: str, url: str, module: str, argv: list[str]) -> None:
         log_path = os.path.join(self.workdir, f"{name}.log")
-        env = {**os.environ, "DOCTOR_STATE_DIR": self.state_dir}
+        env = {**os.environ, "DOCTOR_STATE_DIR": self.state_dir,
+               **self.secrets_env(module.split(".")[0])}
         argv = [sys.executable, "-m", module, *argv, "--coordination-url", self.service_list_url]
         with open(log_path, "a") as log:
             process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -187,9 +229,9 @@ class Pipeline:
         return part
 
     def headers(self) -> dict[str, str]:
-        """What every client of these parts sends (the token, and Aodh's noauth identity)."""
-        return {"X-Auth-Token": self.token, "X-User-Id": "doctor", "X-Project-Id": "doctor",
-                "X-Roles": "admin"}
+        """What every client of these parts sends: the token (on the embedded notifier's
+        /v2, the service: admin of project service)."""
+        return {"X-Auth-Token": self.token}
 
     def client(self, timeout_s: float = 10.0) -> HttpClient:
         """An HTTP client that sends ``headers()``."""

@@ -44,9 +44,11 @@ def _address(auth_url: str) -> str:
         raise ApiError(400, str(exc), exc.field) from None
 
 
-def create_app(store: VimStore, token: str, manager: Any = None) -> Flask:
-    """The app; ``manager`` (a MonitorManager) is poked after every change."""
-    app = json_app("doctor-vim", token)
+def create_app(store: VimStore, token: str, manager: Any = None,
+               auth_strategy: str = "token") -> Flask:
+    """The app; ``manager`` (a MonitorManager) is poked after every change. Every request
+    needs ``token`` in X-Auth-Token, unless ``auth_strategy`` is noauth."""
+    app = json_app("doctor-vim", token, auth_strategy)
 
     def poke() -> None:
         if manager is not None:

@@ -19,8 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Register VIMs (POST /v1/vims) and monitor them: PENDING, then REACHABLE or "
         "UNREACHABLE as their auth_url's host answers; status changes go to the notifier as "
         "vim.status.update events.",
-        "example: doctor-vim --token $TOKEN --notifier-url http://127.0.0.1:8042 (needs "
-        "CAP_NET_RAW for the ICMP probes)")
+        "example: DOCTOR_VIM_TOKEN=... doctor-vim --notifier-url http://127.0.0.1:8042 (the "
+        "token: [vim] token in the config file, or DOCTOR_VIM_TOKEN; needs CAP_NET_RAW for "
+        "the ICMP probes)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     except RawSocketPermissionError as exc:
         daemon.fail(1, str(exc))
     daemon.on_stop(manager.stop)
-    daemon.listen(create_app(store, config.token, manager), config.host, config.port,
-                  name="vim")
+    daemon.listen(create_app(store, config.token, manager, config.auth_strategy), config.host,
+                  config.port, name="vim")
     daemon.register(SERVICE_NAME, config)
     if config.share_group:
         from doctor.sharing import RingMembership

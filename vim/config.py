@@ -12,7 +12,16 @@ import re
 from dataclasses import dataclass
 
 from doctor import coordination
-from doctor.config import ConfigError, body_limit_option, host_option, option, port_option
+from doctor.config import (
+    ConfigError,
+    auth_strategy_option,
+    body_limit_option,
+    check_auth,
+    host_option,
+    option,
+    port_option,
+    token_option,
+)
 from doctor.store import database_option, state_dir
 from monitor.config import parse_ipv4
 
@@ -24,8 +33,9 @@ class VimConfig:
     host: str = host_option()
     port: int = port_option(9890, "/v1/vims")
     max_body_bytes: int = body_limit_option()
-    token: str = option("", help="required: clients send it as X-Auth-Token; requests "
-                                 "without it get 401 (never logged)")
+    auth_strategy: str = auth_strategy_option()
+    token: str = token_option("clients send it as X-Auth-Token; requests without it get 401 "
+                              "(never logged)")
     database: str = database_option("vim", "the VIM table (PostgreSQL when several "
                                            "servers share it)")
     key_file: str = option(default_factory=lambda: os.path.join(state_dir(), "vim.key"),
@@ -36,7 +46,8 @@ class VimConfig:
     notifier_url: str = option("", help="the notifier's base URL: status changes are "
                                         "POSTed to <url>/v1/events as vim.status.update "
                                         "events (empty: only logged)")
-    notifier_token: str = option("", help="token for the notifier's event intake")
+    notifier_token: str = token_option("token for the notifier's event intake: its "
+                                       "[notifier] token")
     event_project_id: str = option(
         "", help="project_id and tenant_id traits of the events (an alarm sees only its "
                  "project's events); empty: the VIM's project_name")
@@ -83,7 +94,6 @@ class VimConfig:
                                    "long leaves the ring and its VIMs move to the others, s")
 
     def __post_init__(self) -> None:
-        if not self.token:
-            raise ConfigError("token: required; set [vim] token (or --token)")
+        check_auth("vim", self.auth_strategy, self.token)
         if self.notifier_url and not re.match(r"^https?://[^/\s]+", self.notifier_url):
             raise ConfigError(f"notifier_url: {self.notifier_url!r} is not an http(s) URL")

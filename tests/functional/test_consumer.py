@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import sys
@@ -16,12 +18,22 @@ from controller.client import ControllerClient
 from doctor import clock
 from doctor.events import instance_update
 from doctor.profiler import read
+from doctor.signing import SIGNATURE_HEADER, sign
 from testkit.eventsink import free_port
 from tests.functional.test_controller_api import start_controller, stop
 from tests.waiting import wait_answering, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTROLLER_TOKEN = "consumer-test-secret"
+TOKEN, ALARM_SECRET = "consumer-token", "notifier-action-secret"
+AUTH = {"X-Auth-Token": TOKEN}  # the consumer's own API: /failures
+
+
+def signed(payload: dict) -> dict:
+    """requests' keywords of an alarm POST signed as the embedded notifier signs it."""
+    data = json.dumps(payload).encode()
+    return {"data": data, "headers": {"Content-Type": "application/json",
+                                      SIGNATURE_HEADER: sign(ALARM_SECRET, data)}}
 
 
 def alarm_payload(instance_id: str, alarm_id: str = "", project: str = "tenant") -> dict:
@@ -38,13 +50,18 @@ def alarm_payload(instance_id: str, alarm_id: str = "", project: str = "tenant")
     }
 
 
-def start_consumer(tmp_path: Path, *flags: str) -> tuple[subprocess.Popen, str, Path]:
-    """A ``doctor-consumer`` process on a free port; returns it, its base URL, its log."""
+def start_consumer(tmp_path: Path, *flags: str, env: dict | None = None
+                   ) -> tuple[subprocess.Popen, str, Path]:
+    """A ``doctor-consumer`` process on a free port, its token and alarm secret in its
+    environment; returns it, its base URL, its log."""
     port = free_port()
     log = tmp_path / f"consumer-{port}.log"
+    env = {**os.environ, "DOCTOR_CONSUMER_TOKEN": TOKEN,
+           "DOCTOR_CONSUMER_ALARM_SECRET": ALARM_SECRET, **(env or {})}
     with open(log, "w") as out:
         process = subprocess.Popen([sys.executable, "-m", "consumer.cli", "--port", str(port),
-                                    *flags], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+                                    *flags], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                   env=env)
     url = f"http://127.0.0.1:{port}"
     wait_answering(process, url + "/failures", log, "consumer")
     return process, url, log
@@ -64,15 +81,15 @@ def consumer(tmp_path_factory):
 
 def test_an_alarm_is_answered_recorded_logged_and_listed(consumer):
     url, log, profile = consumer
-    requests.delete(url + "/failures", timeout=5).raise_for_status()
+    requests.delete(url + "/failures", headers=AUTH, timeout=5).raise_for_status()
     instance_id = str(uuid.uuid4())
     payload = alarm_payload(instance_id)
     before = clock.now()
-    response = requests.post(url + "/failure", json=payload, timeout=5)
+    response = requests.post(url + "/failure", **signed(payload), timeout=5)
     after = clock.now()
     assert response.status_code == 200, response.text
 
-    [kept] = requests.get(url + "/failures", timeout=5).json()
+    [kept] = requests.get(url + "/failures", headers=AUTH, timeout=5).json()
     assert kept["alarm_id"] == payload["alarm_id"]
     assert kept["alarm_name"] == payload["alarm_name"]
     assert kept["instance_id"] == instance_id
@@ -88,21 +105,40 @@ def test_an_alarm_is_answered_recorded_logged_and_listed(consumer):
     assert checkpoint["time"] == pytest.approx(kept["received_at"], abs=1e-6)
 
 
+def test_an_unsigned_alarm_and_an_anonymous_listing_get_401_and_nothing_is_recorded(consumer):
+    url, log, _profile = consumer
+    requests.delete(url + "/failures", headers=AUTH, timeout=5).raise_for_status()
+    forged = requests.post(url + "/failure", json=alarm_payload(str(uuid.uuid4())), timeout=5)
+    assert forged.status_code == 401 and forged.json()["field"] == SIGNATURE_HEADER
+    assert requests.get(url + "/failures", timeout=5).status_code == 401
+    assert requests.delete(url + "/failures", timeout=5).status_code == 401
+    assert requests.get(url + "/failures", headers=AUTH, timeout=5).json() == []
+    # Real Aodh cannot sign: its action URL carries the token (never logged).
+    aodh = requests.post(url + f"/failure?token={TOKEN}", json=alarm_payload("vm-aodh"),
+                         timeout=5)
+    assert aodh.status_code == 200
+    assert TOKEN not in log.read_text()
+
+
 def test_failures_since_and_clear(consumer):
     url, _log, _profile = consumer
-    requests.delete(url + "/failures", timeout=5).raise_for_status()
+    requests.delete(url + "/failures", headers=AUTH, timeout=5).raise_for_status()
     first, second = str(uuid.uuid4()), str(uuid.uuid4())
-    requests.post(url + "/failure", json=alarm_payload(first), timeout=5).raise_for_status()
+    requests.post(url + "/failure", **signed(alarm_payload(first)), timeout=5
+                  ).raise_for_status()
     middle = clock.now()
-    requests.post(url + "/failure", json=alarm_payload(second), timeout=5).raise_for_status()
-    everything = requests.get(url + "/failures", timeout=5).json()
+    requests.post(url + "/failure", **signed(alarm_payload(second)), timeout=5
+                  ).raise_for_status()
+    everything = requests.get(url + "/failures", headers=AUTH, timeout=5).json()
     assert [n["instance_id"] for n in everything] == [first, second]
-    recent = requests.get(url + "/failures", params={"since": middle}, timeout=5).json()
+    recent = requests.get(url + "/failures", params={"since": middle}, headers=AUTH,
+                          timeout=5).json()
     assert [n["instance_id"] for n in recent] == [second]
-    bad_since = requests.get(url + "/failures", params={"since": "yesterday"}, timeout=5)
+    bad_since = requests.get(url + "/failures", params={"since": "yesterday"}, headers=AUTH,
+                             timeout=5)
     assert bad_since.status_code == 400 and bad_since.json()["field"] == "since"
-    assert requests.delete(url + "/failures", timeout=5).status_code == 204
-    assert requests.get(url + "/failures", timeout=5).json() == []
+    assert requests.delete(url + "/failures", headers=AUTH, timeout=5).status_code == 204
+    assert requests.get(url + "/failures", headers=AUTH, timeout=5).json() == []
 
 
 def _without(payload: dict, *path: str) -> dict:
@@ -128,22 +164,23 @@ def _without(payload: dict, *path: str) -> dict:
      "reason_data.event.traits.instance_id"),
 ])
 def test_a_malformed_alarm_is_400_naming_the_field_and_not_recorded(consumer, make_body, field):
-    import json
-
     url, _log, _profile = consumer
-    before = requests.get(url + "/failures", timeout=5).json()
+    before = requests.get(url + "/failures", headers=AUTH, timeout=5).json()
     body = make_body()
     data = body if isinstance(body, str) or body is None else json.dumps(body)
+    # Signed as the notifier signs: a well-authenticated body that is still malformed.
+    data = (data or "").encode()
     response = requests.post(url + "/failure", data=data, timeout=5,
-                             headers={"Content-Type": "application/json"})
+                             headers={"Content-Type": "application/json",
+                                      SIGNATURE_HEADER: sign(ALARM_SECRET, data)})
     assert response.status_code == 400, response.text
     assert response.json()["field"] == field
-    assert requests.get(url + "/failures", timeout=5).json() == before
+    assert requests.get(url + "/failures", headers=AUTH, timeout=5).json() == before
 
 
 def test_recovery_recreates_the_failed_vm_on_a_healthy_host_once(tmp_path):
     controller_process, controller_url, controller_log = start_controller(
-        tmp_path, "--token", CONTROLLER_TOKEN)
+        tmp_path, token=CONTROLLER_TOKEN)
     consumer_process = None
     controller = ControllerClient(controller_url, CONTROLLER_TOKEN, timeout_s=5)
     try:
@@ -153,13 +190,16 @@ def test_recovery_recreates_the_failed_vm_on_a_healthy_host_once(tmp_path):
         controller.create_server("filler", "tenant-r", "compute-3")
         controller.force_down("compute-1")
         controller.force_down("compute-2")  # the first host by name that is up is compute-3
+        # What the inspector does to a failed host's VMs; recovery acts only on what the
+        # controller confirms (tests/unit/test_consumer_auth.py).
+        controller.reset_state(failed.id, "error")
 
         consumer_process, url, log = start_consumer(
             tmp_path, "--recovery", "recreate", "--controller-url", controller_url,
-            "--controller-token", CONTROLLER_TOKEN)
+            env={"DOCTOR_CONSUMER_CONTROLLER_TOKEN": CONTROLLER_TOKEN})
         payload = alarm_payload(failed.id, project="tenant-r")
         for _ in range(3):  # a repeated alarm must not recover the VM again
-            response = requests.post(url + "/failure", json=payload, timeout=5)
+            response = requests.post(url + "/failure", **signed(payload), timeout=5)
             assert response.status_code == 200, response.text
 
         def recovered():
@@ -183,11 +223,13 @@ def test_recovery_recreates_the_failed_vm_on_a_healthy_host_once(tmp_path):
             stop(consumer_process)
         stop(controller_process)
     assert consumer_process.returncode == 0
-    assert CONTROLLER_TOKEN not in log.read_text() + controller_log.read_text()
+    for secret in (CONTROLLER_TOKEN, TOKEN, ALARM_SECRET):
+        assert secret not in log.read_text() + controller_log.read_text()
 
 
 def test_recreate_without_a_controller_url_exits_2_naming_it():
     result = subprocess.run([sys.executable, "-m", "consumer.cli", "--recovery", "recreate"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=30)
+                            cwd=ROOT, capture_output=True, text=True, timeout=30,
+                            env={**os.environ, "DOCTOR_CONSUMER_TOKEN": TOKEN})
     assert result.returncode == 2
     assert "[consumer] controller_url: required when recovery = recreate" in result.stderr

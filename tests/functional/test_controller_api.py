@@ -22,17 +22,20 @@ ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "functional-secret"
 
 
-def start_controller(tmp_path: Path, *flags: str) -> tuple[subprocess.Popen, str, Path]:
-    """A ``doctor-controller serve`` process on a free port; returns it, its URL, its log."""
+def start_controller(tmp_path: Path, *flags: str, token: str = TOKEN
+                     ) -> tuple[subprocess.Popen, str, Path]:
+    """A ``doctor-controller serve`` process on a free port, its ``token`` in its environment
+    (DOCTOR_CONTROLLER_TOKEN); returns it, its URL, its log."""
     port = free_port()
     log = tmp_path / f"controller-{port}.log"
     with open(log, "w") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "controller.cli", "serve", "--port", str(port),
              "--database", f"sqlite:///{tmp_path}/controller-{port}.db", *flags],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, "DOCTOR_CONTROLLER_TOKEN": token})
     url = f"http://127.0.0.1:{port}"
-    wait_answering(process, url + "/v1/hosts", log, "controller")
+    wait_answering(process, url + "/v1/hosts", log, "controller")  # any answer, 401 too
     return process, url, log
 
 
@@ -54,7 +57,7 @@ def events():
 
 @pytest.fixture(scope="module")
 def controller(tmp_path_factory, events):
-    process, url, log = start_controller(tmp_path_factory.mktemp("controller"), "--token", TOKEN,
+    process, url, log = start_controller(tmp_path_factory.mktemp("controller"),
                                          "--notify-urls", events.url)
     yield url
     stop(process)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -12,7 +11,7 @@ import requests
 
 from controller.client import ControllerClient
 from doctor.events import HOST_DOWN, HostEvent
-from scenario.alarms import aodh_client, vm_error_alarm
+from scenario.alarms import vm_error_alarm, vnfm_aodh_client
 from scenario.pipeline import Pipeline
 from tests.waiting import wait_until
 
@@ -30,12 +29,35 @@ def put_events(pipeline, body, token=None, method="PUT"):
                             headers=headers, timeout=5)
 
 
+def failures(pipeline):
+    """What the consumer was told (its token in X-Auth-Token)."""
+    return requests.get(pipeline.url("consumer") + "/failures", headers=pipeline.headers(),
+                        timeout=5).json()
+
+
 def test_requests_without_the_token_get_401(pipeline):
     event = HostEvent.new(HOST_DOWN, "compute-1", "m").to_doctor()
     assert put_events(pipeline, [event], token="").status_code == 401
     assert put_events(pipeline, [event], token="wrong").status_code == 401
     response = requests.get(pipeline.url("inspector") + "/hosts", timeout=5)
     assert response.status_code == 401
+
+
+def test_no_secret_is_on_a_command_line_and_the_state_is_private(pipeline):
+    import os
+    import stat
+
+    secrets = (pipeline.token, pipeline.action_secret, pipeline.vnfm_token)
+    for part in pipeline.parts.values():
+        with open(f"/proc/{part.process.pid}/cmdline", "rb") as handle:
+            command_line = handle.read().decode()
+        assert not any(secret in command_line for secret in secrets), part.name
+    for path, mode in ((pipeline.state_dir, 0o700), (pipeline.api_tokens_file, 0o600),
+                       (os.path.join(pipeline.state_dir, "inspector.db"), 0o600),
+                       (os.path.join(pipeline.state_dir, "notifier.db"), 0o600),
+                       (pipeline.profile_file, 0o600)):
+        if os.path.exists(path) or path != pipeline.profile_file:
+            assert stat.S_IMODE(os.stat(path).st_mode) == mode, path
 
 
 @pytest.mark.parametrize("body, field", [
@@ -67,12 +89,12 @@ def test_post_and_a_bare_object_are_accepted_too(pipeline):
 
 
 def test_killed_after_the_202_the_event_is_acted_on_once_after_restart(pipeline):
-    project = uuid.uuid4().hex
+    project = pipeline.vnfm_project  # the project of the VNFM's token
     controller = ControllerClient(pipeline.url("controller"), pipeline.token)
     vms = [controller.create_server(f"vm{i}", project, "compute-1").id for i in range(3)]
-    aodh = aodh_client(pipeline.url("notifier"), project)
+    aodh = vnfm_aodh_client(pipeline, project)
     for vm in vms:  # repeat_actions: a second notification would show as a second alarm
-        aodh.alarm.create({**vm_error_alarm(vm, pipeline.url("consumer") + "/failure"),
+        aodh.alarm.create({**vm_error_alarm(vm, pipeline.action_url()),
                            "repeat_actions": True})
     headers = {"X-Auth-Token": pipeline.token}
     wait_until(lambda: requests.get(pipeline.url("inspector") + "/hosts/compute-1",
@@ -82,7 +104,7 @@ def test_killed_after_the_202_the_event_is_acted_on_once_after_restart(pipeline)
     event = HostEvent.new(HOST_DOWN, "compute-1", "m").to_doctor()
     assert put_events(pipeline, [event]).status_code == 202
     notified = wait_until(lambda: (lambda n: n if len(n) >= 3 else None)(
-        requests.get(pipeline.url("consumer") + "/failures", timeout=5).json()),
+        failures(pipeline)),
         10, "the shortcut notifications")
     pipeline.parts["inspector"].stop(signal.SIGKILL)
     pipeline.restart("controller")
@@ -99,7 +121,7 @@ def test_killed_after_the_202_the_event_is_acted_on_once_after_restart(pipeline)
     assert host["last_event"]["details"]["monitor_event_id"] == \
         event["details"]["monitor_event_id"]
     time.sleep(1.0)  # had the restarted inspector notified again, alarms would fire again
-    final = requests.get(pipeline.url("consumer") + "/failures", timeout=5).json()
+    final = failures(pipeline)
     assert len(final) == len(notified) == 3
     log = open(pipeline.parts["inspector"].log_path).read()
     assert "resuming 1 events accepted before a restart" in log
@@ -128,12 +150,12 @@ def test_host_map_follows_vms_created_moved_and_deleted_without_a_restart(pipeli
 
 def test_two_inspectors_act_on_an_event_sent_to_both_once_and_both_are_listed(pipeline):
     """Two Inspector processes on one database: whichever stores the event first acts."""
-    project = uuid.uuid4().hex
+    project = pipeline.vnfm_project  # the project of the VNFM's token
     controller = ControllerClient(pipeline.url("controller"), pipeline.token)
     vms = [controller.create_server(f"vm{i}", project, "compute-1").id for i in range(3)]
-    aodh = aodh_client(pipeline.url("notifier"), project)
+    aodh = vnfm_aodh_client(pipeline, project)
     for vm in vms:  # repeat_actions: acting twice would notify twice
-        aodh.alarm.create({**vm_error_alarm(vm, pipeline.url("consumer") + "/failure"),
+        aodh.alarm.create({**vm_error_alarm(vm, pipeline.action_url()),
                            "repeat_actions": True})
     second = pipeline.start_another("inspector", "inspector2")
     headers = {"X-Auth-Token": pipeline.token}
@@ -150,12 +172,11 @@ def test_two_inspectors_act_on_an_event_sent_to_both_once_and_both_are_listed(pi
     event_id = event["details"]["monitor_event_id"]
     assert sorted(len(a.json()["accepted"]) for a in answers) == [0, 1]
     assert sorted(len(a.json()["duplicates"]) for a in answers) == [0, 1]
-    wait_until(lambda: len(requests.get(pipeline.url("consumer") + "/failures",
-                                        timeout=5).json()) >= 3, 10, "the notifications")
+    wait_until(lambda: len(failures(pipeline)) >= 3, 10, "the notifications")
     wait_until(lambda: all(s.state == "error" for s in controller.list_servers("compute-1")),
                15, "every VM in error")
     time.sleep(1.0)  # a second inspector acting would fire the alarms again
-    assert len(requests.get(pipeline.url("consumer") + "/failures", timeout=5).json()) == 3
+    assert len(failures(pipeline)) == 3
     acted = [part.name for part in (pipeline.parts["inspector"], second)
              if f"compute-1 is down ({event_id})" in open(part.log_path).read()]
     assert len(acted) == 1, acted

@@ -1,6 +1,8 @@
 """The embedded Notifier over real HTTP, as a real process, driven by aodhclient as a VNFM would.
 
-No namespaces: everything listens on 127.0.0.1, so these run without root.
+No namespaces: everything listens on 127.0.0.1, so these run without root. The notifier runs
+with its defaults' auth_strategy = token: each test project has its tokens (one per role) in
+the notifier's api_tokens_file, and aodhclient sends them (keystoneauth1's token_endpoint).
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ import pytest
 import requests
 from aodhclient import client as aodh_client
 from aodhclient import exceptions as aodh_exc
-from aodhclient import noauth
 from keystoneauth1 import session as ks_session
+from keystoneauth1.token_endpoint import Token
 
 from doctor import profiler
 from doctor.events import instance_update
 from doctor.wsgi import HttpServer
 from notifier.api import create_app
+from notifier.caller import Caller, write_api_tokens
 from notifier.config import NotifierConfig
 from notifier.embedded import EmbeddedNotifier
 from notifier.http import HttpPublisher
@@ -35,6 +38,28 @@ from testkit.eventsink import LoopbackServer, free_port
 ROOT = Path(__file__).resolve().parents[2]
 AODH_CLI = Path(sys.executable).parent / "aodh"
 INSTANCE_UPDATE = "compute.instance.update"
+SERVICE_TOKEN = "notifier-service-token"  # what the inspector sends on POST /v1/events
+ROLES = ("admin", "member")
+# The test projects, each with a token per role: (project, roles) -> token.
+PROJECT_TOKENS = {(f"tenant-{i:02d}", roles): f"token-{i:02d}-{roles}-{uuid.uuid4().hex}"
+                  for i in range(40) for roles in ROLES}
+_projects = iter(sorted({project for project, _ in PROJECT_TOKENS}))
+
+
+def project() -> str:
+    """A project of its own for a test (each has its tokens in the api_tokens_file)."""
+    return next(_projects)
+
+
+def token_of(project: str, roles: str = "admin") -> str:
+    return PROJECT_TOKENS[(project, roles)]
+
+
+def write_tokens_file(path: Path) -> Path:
+    write_api_tokens(str(path), [(f"{project}-{roles}", token,
+                                  Caller("vnfm", project, frozenset({roles})))
+                                 for (project, roles), token in PROJECT_TOKENS.items()])
+    return path
 
 
 class Consumer(LoopbackServer):
@@ -101,9 +126,10 @@ class NotifierProcess:
         self.port = free_port()
         self.profile = state_dir / "profile.jsonl"
         self.log_path = state_dir / "notifier.log"
+        tokens = write_tokens_file(state_dir / "api-tokens.conf")
         self.flags = ["--port", str(self.port), "--action-retry-initial-ms", "50",
                       "--action-retry-max-ms", "500", "--profile-file", str(self.profile),
-                      *flags]
+                      "--api-tokens-file", str(tokens), *flags]
         self.process: subprocess.Popen | None = None
 
     @property
@@ -111,7 +137,8 @@ class NotifierProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 20.0) -> NotifierProcess:
-        env = {**os.environ, "DOCTOR_STATE_DIR": str(self.state_dir)}
+        env = {**os.environ, "DOCTOR_STATE_DIR": str(self.state_dir),
+               "DOCTOR_NOTIFIER_TOKEN": SERVICE_TOKEN}
         log = open(self.log_path, "ab")  # noqa: SIM115  (the child holds it)
         self.process = subprocess.Popen([sys.executable, "-m", "notifier.cli", *self.flags],
                                         cwd=ROOT, env=env, stdout=log, stderr=log)
@@ -122,7 +149,8 @@ class NotifierProcess:
                 raise AssertionError(f"notifier exited with {self.process.returncode}:\n"
                                      f"{self.log()}")
             try:
-                if requests.get(self.url + "/", timeout=1).ok:
+                if requests.get(self.url + "/", headers={"X-Auth-Token": SERVICE_TOKEN},
+                                timeout=1).ok:
                     return self
             except requests.ConnectionError:
                 pass
@@ -149,9 +177,10 @@ class NotifierProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def aodh(url: str, project: str, user: str = "vnfm", roles: str = "admin"):
-    """aodhclient exactly as a VNFM builds it against Aodh's noauth mode."""
-    auth = noauth.AodhNoAuthPlugin(user_id=user, project_id=project, roles=roles, endpoint=url)
+def aodh(url: str, project: str, roles: str = "admin"):
+    """aodhclient as a VNFM builds it with a token (keystoneauth1's token_endpoint): the
+    project's token of that role."""
+    auth = Token(url, token_of(project, roles))
     return aodh_client.Client("2", session=ks_session.Session(auth=auth, timeout=10))
 
 
@@ -187,13 +216,9 @@ def notifier(tmp_path_factory):
 
 @pytest.fixture
 def publisher(notifier):
-    producer = HttpPublisher(notifier.url)
+    producer = HttpPublisher(notifier.url, SERVICE_TOKEN)
     yield producer
     producer.close()
-
-
-def project() -> str:
-    return f"tenant-{uuid.uuid4().hex[:8]}"
 
 
 def test_a_vnfm_manages_and_receives_an_event_alarm_with_aodhclient(notifier, consumer,
@@ -280,17 +305,21 @@ def test_an_alarm_of_another_project_is_neither_fired_nor_shown(notifier, consum
 
 def test_bad_bodies_are_refused_with_400_naming_the_field(notifier):
     events_url = notifier.url + "/v1/events"
+    service = {"X-Auth-Token": SERVICE_TOKEN}
     good = vm_error("vm", "p")
     bad = json.loads(json.dumps(good))
     bad["traits"][0] = ["instance_id", 9, "vm"]
-    response = requests.post(events_url, json=[good, good, good, bad], timeout=5)
+    response = requests.post(events_url, json=[good, good, good, bad], headers=service,
+                             timeout=5)
     assert response.status_code == 400 and response.json()["field"] == "body[3].traits[0]"
-    response = requests.post(events_url, data=b"{not json", timeout=5)
+    response = requests.post(events_url, data=b"{not json", headers=service, timeout=5)
     assert response.status_code == 400 and response.json()["field"] == "body"
-    response = requests.post(events_url, json=[{**good, "event_type": ""}], timeout=5)
+    response = requests.post(events_url, json=[{**good, "event_type": ""}], headers=service,
+                             timeout=5)
     assert response.json()["field"] == "body[0].event_type"
 
-    client = aodh(notifier.url, project())
+    tenant = project()
+    client = aodh(notifier.url, tenant)
     rule = {"event_type": INSTANCE_UPDATE,
             "query": [{"field": "traits.instance_id", "op": "eq", "value": "vm"}]}
     cases = [
@@ -307,7 +336,7 @@ def test_bad_bodies_are_refused_with_400_naming_the_field(notifier):
         ({"severity": "apocalyptic"}, "severity"),
         ({"bogus": 1}, "bogus"),
     ]
-    headers = {"X-User-Id": "u", "X-Project-Id": "p", "X-Roles": "admin"}
+    headers = {"X-Auth-Token": token_of(tenant)}  # an admin of its project
     for change, field in cases:
         body = {"name": f"bad-{uuid.uuid4().hex[:6]}", "type": "event", "event_rule": rule,
                 **change}
@@ -326,13 +355,16 @@ def test_bad_bodies_are_refused_with_400_naming_the_field(notifier):
     assert "evaluates event alarms only" in refused["error"]
     assert refused["error_message"]["faultstring"] == refused["error"]
     response = requests.get(notifier.url + "/v2/alarms", timeout=5)
-    assert response.status_code == 401 and response.json()["field"] == "X-Project-Id"
+    assert response.status_code == 401 and response.json()["field"] == "X-Auth-Token"
 
 
 def aodh_cli(url: str, tenant: str, *argv: str) -> subprocess.CompletedProcess:
-    command = [str(AODH_CLI), "--os-auth-type", "aodh-noauth", "--aodh-endpoint", url,
-               "--user-id", "vnfm", "--project-id", tenant, "--roles", "admin", *argv]
-    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+    """The aodh CLI with the project's token (keystoneauth1's admin_token plugin; the token
+    in its environment, OS_TOKEN, not on its command line)."""
+    command = [str(AODH_CLI), "--os-auth-type", "admin_token", "--os-endpoint", url,
+               "--aodh-endpoint", url, *argv]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "OS_TOKEN": token_of(tenant)})
 
 
 def test_the_aodh_cli_creates_shows_and_resets_an_event_alarm(notifier, consumer, publisher):
@@ -411,7 +443,8 @@ def test_a_restarted_or_crashed_notifier_keeps_its_alarms_and_their_state(notifi
 
 def test_2000_alarms_firing_at_once_are_dispatched_concurrently(tmp_path):
     slow = Consumer(delay_s=0.02).start()  # 2000 x 20 ms = 40 s if sent one after another
-    config = NotifierConfig(database=f"sqlite:///{tmp_path}/notifier.db", action_workers=32)
+    config = NotifierConfig(database=f"sqlite:///{tmp_path}/notifier.db", action_workers=32,
+                            token="s3cret")
     service = EmbeddedNotifier(config).start()
     server = HttpServer(create_app(service, token="s3cret"), port=0, name="notifier").start()
     try:
@@ -442,9 +475,10 @@ def test_2000_alarms_firing_at_once_are_dispatched_concurrently(tmp_path):
         assert len(slow.alarms()) == 2000 and len({b["alarm_id"] for b in slow.alarms()}) == 2000
         assert slow.max_active >= 16 and took_s < 10
         assert answered_s < 1.0, "the producer does not wait for the alarm actions"
-        # The /v2 API takes no token: Aodh's noauth mode.
-        listed = http.get(server.url + "/v2/alarms", params={"limit": 5},
-                          headers={"X-Project-Id": tenant, "X-User-Id": "u"}, timeout=5)
+        # The /v2 API takes the token too: the service's is the admin of project service.
+        listed = http.get(server.url + "/v2/alarms", params={
+            "limit": 5, "q.field": "project_id", "q.op": "eq", "q.value": tenant},
+            headers={"X-Auth-Token": "s3cret"}, timeout=5)
         assert listed.status_code == 200 and len(listed.json()) == 5
     finally:
         server.stop()

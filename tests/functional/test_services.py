@@ -25,6 +25,9 @@ from tests.functional.conftest import require_redis, require_root
 from tests.waiting import wait_until
 
 TOKEN = "services-test-token"
+# Every daemon's token, in its environment (never a flag).
+SECRETS_ENV = {"DOCTOR_INSPECTOR_TOKEN": TOKEN, "DOCTOR_NOTIFIER_TOKEN": TOKEN,
+               "DOCTOR_CONSUMER_TOKEN": TOKEN, "DOCTOR_MONITOR_INSPECTOR_TOKEN": TOKEN}
 HEARTBEAT_TIMEOUT_S = 3.0
 # What a loaded 2-core machine may add to the timeout before a killed member is gone.
 MARGIN_S = 1.5
@@ -47,14 +50,14 @@ class Daemons:
              "--heartbeat-timeout-s", str(HEARTBEAT_TIMEOUT_S), "--log-level", "INFO"],
             stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, "DOCTOR_STATE_DIR": os.path.join(self.workdir, "state"),
-                 **(env or {})})
+                 **SECRETS_ENV, **(env or {})})
         log.close()
         self.processes[key] = process
         return process
 
     def inspector(self, key: str) -> subprocess.Popen:
         port = free_port()
-        process = self.start(key, "inspector.cli", "--port", str(port), "--token", TOKEN,
+        process = self.start(key, "inspector.cli", "--port", str(port),
                              "--controller-url", f"http://127.0.0.1:{free_port()}",
                              "--resync-interval-s", "0", "--database",
                              f"sqlite:///{os.path.join(self.workdir, key + '.db')}")
@@ -72,13 +75,12 @@ class Daemons:
         return self.start(key, "consumer.cli", "--port", str(free_port()), env=env)
 
     def notifier(self, key: str) -> subprocess.Popen:
-        return self.start(key, "notifier.cli", "--port", str(free_port()), "--token", TOKEN)
+        return self.start(key, "notifier.cli", "--port", str(free_port()))
 
     def monitor(self, key: str, name: str, target: str) -> subprocess.Popen:
         # Loopback targets only; the run is bounded by --duration-s (and stopped at the end).
         return self.start(key, "monitor.cli", "--name", name, "--target", f"{name}-t={target}",
-                          "--duration-s", "180", "--inspector-url", self.inspector_urls[0],
-                          "--inspector-token", TOKEN)
+                          "--duration-s", "180", "--inspector-url", self.inspector_urls[0])
 
     def log(self, key: str) -> str:
         with open(os.path.join(self.workdir, f"{key}.log"), errors="replace") as handle:
@@ -124,9 +126,11 @@ def listed_pids(inspector_url: str) -> set[int]:
     return {row["Process Id"] for row in body} if status == 200 else set()
 
 
-def service_list(*argv: str) -> subprocess.CompletedProcess:
+def service_list(*argv: str, token: str = TOKEN) -> subprocess.CompletedProcess:
+    """``doctor service list`` with the Inspector's token in DOCTOR_INSPECTOR_TOKEN."""
     return subprocess.run([sys.executable, "-m", "client.main", "service", "list", *argv],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "DOCTOR_INSPECTOR_TOKEN": token})
 
 
 def seconds_until_gone(process: subprocess.Popen, still_listed) -> float:
@@ -156,7 +160,7 @@ def test_seven_processes_over_redis_kill_one_stop_and_restart_redis(daemons_fact
     url_a, url_b = daemons.inspector_urls
     wait_until(lambda: listed_pids(url_a) == set(expected), 30, "all 7 processes listed")
 
-    result = service_list("--inspector-url", url_a, "--token", TOKEN, "-f", "json")
+    result = service_list("--inspector-url", url_a, "-f", "json")
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
     assert len(rows) == 7
@@ -171,11 +175,11 @@ def test_seven_processes_over_redis_kill_one_stop_and_restart_redis(daemons_fact
         assert abs(created.timestamp() - datetime.now(timezone.utc).timestamp()) < 120
     # Both inspectors read the same list; the table has the seed's columns.
     assert listed_pids(url_b) == set(expected)
-    table = service_list("--inspector-url", url_b, "--token", TOKEN)
+    table = service_list("--inspector-url", url_b)
     assert table.returncode == 0
     header = table.stdout.splitlines()[1]
     assert [cell.strip() for cell in header.strip("|").split("|")] == list(coordination.COLUMNS)
-    only = service_list("--inspector-url", url_a, "--token", TOKEN, "-f", "value",
+    only = service_list("--inspector-url", url_a, "-f", "value",
                         "-c", "Process Id")
     assert sorted(map(int, only.stdout.split())) == sorted(expected)
 
@@ -192,7 +196,7 @@ def test_seven_processes_over_redis_kill_one_stop_and_restart_redis(daemons_fact
     status, body = api_services(url_a)
     assert status == 503
     assert redis_server.url in body["error"] and "unreachable" in body["error"]
-    result = service_list("--inspector-url", url_a, "--token", TOKEN, "-f", "json")
+    result = service_list("--inspector-url", url_a, "-f", "json")
     assert result.returncode != 0
     assert body["error"] in result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
@@ -281,7 +285,7 @@ def test_a_part_started_before_its_backend_joins_when_the_backend_comes(daemons_
     daemons = daemons_factory(secret_url)
     consumer = daemons.consumer("consumer")
     port = int(consumer.args[consumer.args.index("--port") + 1])
-    client = HttpClient(2.0)
+    client = HttpClient(2.0, token=TOKEN)
     try:
         # Its job does not wait for the backend.
         wait_until(lambda: _answers(client, f"http://127.0.0.1:{port}/failures"), 20,
@@ -328,8 +332,8 @@ def test_the_pipelines_parts_share_one_service_list(tmp_path):
         parts = {part.process.pid: name for name, part in pipeline.parts.items()}
         wait_until(lambda: {r["Process Id"] for r in coordination.list_services(
             pipeline.service_list_url)} == set(parts), 30, "the 4 parts listed")
-        result = service_list("--inspector-url", pipeline.url("inspector"), "--token",
-                              pipeline.token, "-f", "value", "-c", "Name")
+        result = service_list("--inspector-url", pipeline.url("inspector"), "-f", "value",
+                              "-c", "Name", token=pipeline.token)
         assert result.returncode == 0, result.stderr
         assert sorted(result.stdout.splitlines()) == ["Consumer", "Controller",
                                                       "InspectorWorker worker(0)", "Notifier"]

@@ -86,12 +86,13 @@ class VimServer:
         self.client = HttpClient(5.0, token=TOKEN)
 
     def start(self) -> VimServer:
-        argv = [sys.executable, "-m", "vim.cli", "--port", str(self.port), "--token", TOKEN,
+        argv = [sys.executable, "-m", "vim.cli", "--port", str(self.port),
                 "--log-level", "INFO", *FAST, *self.extra]
+        env = {**os.environ, "DOCTOR_STATE_DIR": os.path.join(self.workdir, "state"),
+               "DOCTOR_VIM_TOKEN": TOKEN}
         if self.notifier_url:
-            argv += ["--notifier-url", self.notifier_url, "--notifier-token", TOKEN,
-                     "--event-project-id", "vnfm"]
-        env = {**os.environ, "DOCTOR_STATE_DIR": os.path.join(self.workdir, "state")}
+            argv += ["--notifier-url", self.notifier_url, "--event-project-id", "vnfm"]
+            env["DOCTOR_VIM_NOTIFIER_TOKEN"] = TOKEN
         with open(os.path.join(self.workdir, "vim.log"), "a") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
         wait_until(lambda: self._answers(), 30, "doctor-vim to serve")
@@ -244,19 +245,27 @@ def test_bad_config_file_from_the_cli(tmp_path, network, vim_server):
 
 def test_status_event_fires_an_alarm_and_reaches_a_consumer(tmp_path, network, vim_server):
     (host,) = network.add_hosts(["vim-a"])
+    from notifier.caller import Caller, write_api_tokens
+
     ports = {"notifier": free_port(), "consumer": free_port()}
-    env = {**os.environ, "DOCTOR_STATE_DIR": str(tmp_path / "state")}
+    # The VNFM's project token on the notifier; its action secret is the consumer's.
+    tokens, vnfm_token = str(tmp_path / "api-tokens"), "vnfm-project-token"
+    write_api_tokens(tokens, [("vnfm", vnfm_token,
+                               Caller("vnfm", "vnfm", frozenset({"admin"})))])
+    env = {**os.environ, "DOCTOR_STATE_DIR": str(tmp_path / "state"),
+           "DOCTOR_NOTIFIER_TOKEN": TOKEN, "DOCTOR_NOTIFIER_ACTION_SECRET": "action-secret",
+           "DOCTOR_CONSUMER_TOKEN": TOKEN, "DOCTOR_CONSUMER_ALARM_SECRET": "action-secret"}
     processes = []
     try:
-        for name, argv in (("notifier", ["--token", TOKEN]), ("consumer", [])):
+        for name, argv in (("notifier", ["--api-tokens-file", tokens]), ("consumer", [])):
             with open(tmp_path / f"{name}.log", "a") as log:
                 processes.append(subprocess.Popen(
                     [sys.executable, "-m", f"{name}.cli", "--port", str(ports[name]), *argv],
                     stdout=log, stderr=subprocess.STDOUT, env=env))
         notifier = f"http://127.0.0.1:{ports['notifier']}"
         consumer = f"http://127.0.0.1:{ports['consumer']}"
-        client = HttpClient(5.0, headers={"X-Auth-Token": TOKEN, "X-Project-Id": "vnfm",
-                                          "X-User-Id": "vnfm", "X-Roles": "admin"})
+        vnfm = HttpClient(5.0, token=vnfm_token)  # the VNFM's alarms, in project vnfm
+        client = HttpClient(5.0, token=TOKEN)  # the consumer's /failures
 
         def up(url: str) -> bool:
             try:
@@ -266,8 +275,8 @@ def test_status_event_fires_an_alarm_and_reaches_a_consumer(tmp_path, network, v
 
         wait_until(lambda: up(notifier + "/v2/alarms") and up(consumer + "/failures"), 30,
                    "notifier and consumer")
-        alarm = client.post(notifier + "/v2/alarms",
-                            json=vim_status_alarm(consumer + "/failure")).json()
+        alarm = vnfm.post(notifier + "/v2/alarms",
+                          json=vim_status_alarm(consumer + "/failure")).json()
         server = vim_server(notifier_url=notifier).start()
         vim = server.register("vim-1", host.address)
         server.wait_status(vim["id"], "REACHABLE", 2.0)
@@ -277,9 +286,10 @@ def test_status_event_fires_an_alarm_and_reaches_a_consumer(tmp_path, network, v
         got = wait_until(lambda: client.get(consumer + "/failures").json(), 2.0,
                          "the consumer to be told")
         assert got[0]["vim_id"] == vim["id"] and got[0]["alarm_id"] == alarm["alarm_id"]
-        state = client.get(f"{notifier}/v2/alarms/{alarm['alarm_id']}").json()["state"]
+        state = vnfm.get(f"{notifier}/v2/alarms/{alarm['alarm_id']}").json()["state"]
         assert state == "alarm"
         client.close()
+        vnfm.close()
     finally:
         for process in processes:
             process.terminate()

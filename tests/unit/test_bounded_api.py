@@ -49,8 +49,9 @@ def apps(tmp_path):
     """Each API as (name, test client, headers, a JSON route: method and path)."""
     engine = make_engine(f"sqlite:///{tmp_path}/controller.db")
     inventory = Inventory(engine, [])
-    notifier = EmbeddedNotifier(NotifierConfig(database=f"sqlite:///{tmp_path}/notifier.db"))
-    consumer = SampleConsumer(ConsumerConfig())
+    notifier = EmbeddedNotifier(NotifierConfig(database=f"sqlite:///{tmp_path}/notifier.db",
+                                               auth_strategy="noauth"))
+    consumer = SampleConsumer(ConsumerConfig(auth_strategy="noauth"))
     vims = VimStore(make_engine(f"sqlite:///{tmp_path}/vim.db"),
                     PasswordBox.from_key_file(str(tmp_path / "vim.key")))
     token = {"X-Auth-Token": TOKEN}
@@ -61,8 +62,9 @@ def apps(tmp_path):
          "POST", "/v1/events"),
         ("controller", controller_app(inventory, TOKEN).test_client(), token, "POST",
          "/v1/servers"),
-        ("notifier", notifier_app(notifier).test_client(), ADMIN, "POST", "/v2/alarms"),
-        ("notifier", notifier_app(notifier).test_client(), {}, "POST", "/v1/events"),
+        ("notifier", notifier_app(notifier, "", "noauth").test_client(), ADMIN, "POST",
+         "/v2/alarms"),
+        ("notifier", notifier_app(notifier, "", "noauth").test_client(), {}, "POST", "/v1/events"),
         ("consumer", consumer_app(consumer).test_client(), {}, "POST", "/failure"),
         ("vim", vim_app(vims, TOKEN).test_client(), token, "POST", "/v1/vims"),
     ]
@@ -110,7 +112,7 @@ def test_nan_and_infinity_are_not_json(apps, text):
 
 def test_each_daemon_takes_its_body_limit_from_max_body_bytes(tmp_path):
     daemon = Daemon(daemon_parser("doctor-consumer", ConsumerConfig, ""),
-                    ["--max-body-bytes", "2048"])
+                    ["--max-body-bytes", "2048", "--auth-strategy", "noauth"])
     config = daemon.load(ConsumerConfig, "consumer")
     assert config.max_body_bytes == 2048
     from flask import Flask
@@ -129,7 +131,8 @@ def test_each_daemon_takes_its_body_limit_from_max_body_bytes(tmp_path):
 
 def test_the_consumer_sets_its_own_limit_when_started_without_a_daemon():
     app = consumer_app(SampleConsumer(build(ConsumerConfig, "consumer",
-                                            {"max_body_bytes": "4096"})))
+                                            {"max_body_bytes": "4096",
+                                             "auth_strategy": "noauth"})))
     response = send(app.test_client(), "POST", "/failure", {}, b" " * 5000)
     assert response.status_code == 413
 
@@ -197,9 +200,10 @@ def note(traits=None):
 
 
 def test_the_notifier_takes_at_most_max_events_per_request(tmp_path):
-    notifier = EmbeddedNotifier(NotifierConfig(database=f"sqlite:///{tmp_path}/n.db"))
+    notifier = EmbeddedNotifier(NotifierConfig(database=f"sqlite:///{tmp_path}/n.db",
+                                               auth_strategy="noauth"))
     try:
-        client = notifier_app(notifier).test_client()
+        client = notifier_app(notifier, "", "noauth").test_client()
         response = client.post("/v1/events", json=[note() for _ in range(1001)])
         assert response.status_code == 400 and response.get_json()["field"] == "body"
         assert client.post("/v1/events", json=[note() for _ in range(1000)]).status_code == 202
@@ -260,7 +264,7 @@ def one_line_each(caplog):
 
 
 def test_the_consumer_logs_alarm_and_instance_ids_escaped(caplog):
-    client = consumer_app(SampleConsumer(ConsumerConfig())).test_client()
+    client = consumer_app(SampleConsumer(ConsumerConfig(auth_strategy="noauth"))).test_client()
     event = note([["instance_id", 1, "vm\n" + FORGED], ["state", 1, "error"]])
     with caplog.at_level("INFO", logger="consumer.sample"):
         response = client.post("/failure", json={
@@ -273,7 +277,7 @@ def test_the_consumer_logs_alarm_and_instance_ids_escaped(caplog):
 
 
 def test_the_consumer_bounds_alarm_ids_and_names():
-    client = consumer_app(SampleConsumer(ConsumerConfig())).test_client()
+    client = consumer_app(SampleConsumer(ConsumerConfig(auth_strategy="noauth"))).test_client()
     for key in ("alarm_id", "alarm_name"):
         body = {"alarm_id": "a", "alarm_name": "n", key: "x" * 256,
                 "reason_data": {"type": "event", "event": note()}}
@@ -282,9 +286,10 @@ def test_the_consumer_bounds_alarm_ids_and_names():
 
 
 def test_the_notifier_logs_alarm_names_escaped(tmp_path, caplog):
-    notifier = EmbeddedNotifier(NotifierConfig(database=f"sqlite:///{tmp_path}/n.db"))
+    notifier = EmbeddedNotifier(NotifierConfig(database=f"sqlite:///{tmp_path}/n.db",
+                                               auth_strategy="noauth"))
     try:
-        client = notifier_app(notifier).test_client()
+        client = notifier_app(notifier, "", "noauth").test_client()
         with caplog.at_level("INFO", logger="notifier.embedded"):
             response = client.post("/v2/alarms", headers=ADMIN, json={
                 "name": FORGED, "type": "event",

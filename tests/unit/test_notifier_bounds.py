@@ -149,11 +149,12 @@ def test_the_lists_are_checked_when_the_config_is_read():
     for name, value in [("action_url_allow", "10.0.0.0/33"), ("action_url_allow", "a b"),
                         ("action_url_deny", "127.0.0.1:99999"), ("action_url_deny", "[::1]x")]:
         with pytest.raises(ConfigError, match=name):
-            build(NotifierConfig, "notifier", {name: value})
-    config = build(NotifierConfig, "notifier", {"action_url_allow": "10.0.0.0/8, c.test"})
+            build(NotifierConfig, "notifier", {"auth_strategy": "noauth", name: value})
+    config = build(NotifierConfig, "notifier", {"auth_strategy": "noauth",
+                                                "action_url_allow": "10.0.0.0/8, c.test"})
     assert config.action_url_allow == ["10.0.0.0/8", "c.test"]
-    assert NotifierConfig().action_url_deny == ["127.0.0.1:12345", "127.0.0.1:12347",
-                                                "127.0.0.1:9890"]
+    assert NotifierConfig(auth_strategy="noauth").action_url_deny == [
+        "127.0.0.1:12345", "127.0.0.1:12347", "127.0.0.1:9890"]
 
 
 # -- through the API ---------------------------------------------------------------------------
@@ -162,10 +163,11 @@ def test_the_lists_are_checked_when_the_config_is_read():
 def api(tmp_path):
     def make(**options):
         config = build(NotifierConfig, "notifier", {
-            "database": f"sqlite:///{tmp_path}/notifier-{len(made)}.db", **options})
+            "database": f"sqlite:///{tmp_path}/notifier-{len(made)}.db",
+            "auth_strategy": "noauth", **options})
         service = EmbeddedNotifier(config, resolve=resolve)
         made.append(service)
-        return service, create_app(service).test_client()
+        return service, create_app(service, "", "noauth").test_client()
 
     made: list[EmbeddedNotifier] = []
     yield make
@@ -253,13 +255,16 @@ def test_a_project_may_hold_at_most_project_alarm_quota_alarms(api):
 
 def test_the_quota_counts_the_alarms_loaded_at_start(tmp_path):
     config = build(NotifierConfig, "notifier", {"database": f"sqlite:///{tmp_path}/n.db",
-                                                "project_alarm_quota": "1"})
+                                                "project_alarm_quota": "1",
+                                                "auth_strategy": "noauth"})
     service = EmbeddedNotifier(config, resolve=resolve)
-    assert post(create_app(service).test_client(), alarm_body()).status_code == 201
+    client = create_app(service, "", "noauth").test_client()
+    assert post(client, alarm_body()).status_code == 201
     service.stop()
     again = EmbeddedNotifier(config, resolve=resolve)
     try:
-        assert post(create_app(again).test_client(), alarm_body(1)).status_code == 403
+        client = create_app(again, "", "noauth").test_client()
+        assert post(client, alarm_body(1)).status_code == 403
     finally:
         again.stop()
 
@@ -345,7 +350,8 @@ def test_a_deeply_nested_filter_is_400_naming_filter(api):
 def test_a_stored_alarm_whose_action_the_rules_refuse_is_not_sent(tmp_path):
     port = free_port()  # nothing listens there; were it sent, it would fail on loopback
     service = EmbeddedNotifier(build(NotifierConfig, "notifier", {
-        "database": f"sqlite:///{tmp_path}/n.db", "action_url_deny": f"127.0.0.1:{port}"}),
+        "database": f"sqlite:///{tmp_path}/n.db", "action_url_deny": f"127.0.0.1:{port}",
+        "auth_strategy": "noauth"}),
         resolve=resolve)
     dispatcher = ActionDispatcher(timeout_s=0.2, retry_for_s=1,
                                   check_url=service._check_url).start()

@@ -1,15 +1,16 @@
-"""notifier.caller: who is asking, as Aodh's noauth mode reads it from the headers."""
+"""notifier.caller: who is asking: as Aodh's noauth mode reads it from the headers, or as the
+token says (auth_strategy = token)."""
 
 import pytest
 from flask import Flask
 
 from doctor.api import ApiError
-from notifier.caller import Caller, current_caller
+from notifier.caller import Caller, noauth_caller
 
 
 def caller_of(headers):
     with Flask(__name__).test_request_context(headers=headers):
-        return current_caller()
+        return noauth_caller()
 
 
 def test_the_caller_is_what_the_headers_say_with_roles_normalized():
