@@ -258,7 +258,8 @@ REQUESTS: dict[str, tuple[Request, str]] = {
     "inspector": (Request("PUT", "/events", 202, _host_event, AUTH), "/status"),
     "controller": (Request("GET", "/v1/hosts", 200, None, AUTH), "/v1/hosts"),
     "notifier": (Request("POST", "/v1/events", 202, _instance_event, AUTH), "/"),
-    "consumer": (Request("POST", "/failure", 200, _alarm), "/failures"),
+    # as real Aodh sends it: the consumer's token in the action URL
+    "consumer": (Request("POST", f"/failure?token={TOKEN}", 200, _alarm), "/failures"),
     "vim": (Request("GET", "/v1/vims", 200, None, AUTH), "/v1/vims"),
 }
 
@@ -269,14 +270,13 @@ def part_argv(name: str, port: int, workdir: str) -> list[str]:
     common = ["--port", str(port), "--log-level", "INFO"]
     unused = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     argv = {
-        "inspector": ["inspector.cli", *common, "--token", TOKEN, "--database", database,
+        "inspector": ["inspector.cli", *common, "--database", database,
                       "--controller-url", unused, "--notifier-url", unused,
                       "--call-retry-for-s", "0", "--resync-interval-s", "0"],
-        "controller": ["controller.cli", "serve", *common, "--token", TOKEN,
-                       "--database", database],
-        "notifier": ["notifier.cli", *common, "--token", TOKEN, "--database", database],
+        "controller": ["controller.cli", "serve", *common, "--database", database],
+        "notifier": ["notifier.cli", *common, "--database", database],
         "consumer": ["consumer.cli", *common],
-        "vim": ["vim.cli", *common, "--token", TOKEN, "--database", database],
+        "vim": ["vim.cli", *common, "--database", database],
     }[name]
     return [sys.executable, "-m", *argv]
 
@@ -293,7 +293,9 @@ class PartProcess:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> PartProcess:
-        env = {**os.environ, "DOCTOR_STATE_DIR": os.path.join(self.workdir, "state")}
+        # The part's token through the environment, never its command line.
+        env = {**os.environ, "DOCTOR_STATE_DIR": os.path.join(self.workdir, "state"),
+               f"DOCTOR_{self.name.upper()}_TOKEN": TOKEN}
         with open(self.log_path, "w") as log:
             self.process = subprocess.Popen(
                 part_argv(self.name, self.port, self.workdir), cwd=ROOT, env=env,
