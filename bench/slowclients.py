@@ -38,6 +38,7 @@ from bench import report
 from bench.report import emit, summary_ms
 from doctor import clock
 from doctor.events import HOST_UP, HostEvent, instance_update
+from doctor.redact import redact_url
 from doctor.signals import terminate_all
 from doctor.tables import table
 from testkit.eventsink import free_port
@@ -370,7 +371,7 @@ def measure(name: str, workdir: str, connections: int = 1000, requests: int = 20
         part.stop()
     answered = [s for s, o in zip(during, outcomes, strict=True) if o == request.status]
     return {
-        "part": name, "request": f"{request.method} {request.path}",
+        "part": name, "request": f"{request.method} {redact_url(request.path)}",
         "expected_status": request.status, "connections": connections,
         "connected": clients.connected, "connect_failed": clients.failed,
         "held_by_server": held, "held_by_server_after": held_after,
