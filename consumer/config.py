@@ -5,18 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from doctor import config as cfg
 from doctor import coordination
-from doctor.config import (
-    ConfigError,
-    auth_strategy_option,
-    body_limit_option,
-    check_auth,
-    host_option,
-    option,
-    port_option,
-    profile_option,
-    token_option,
-)
+from doctor.config import ConfigError, option
 
 RECOVERY_ACTIONS = ("none", "recreate")
 URL_RE = re.compile(r"^https?://[^/\s]+")
@@ -26,18 +17,18 @@ URL_RE = re.compile(r"^https?://[^/\s]+")
 class ConsumerConfig:
     """Options of the ``[consumer]`` section."""
 
-    host: str = host_option("the alarm endpoint")
-    port: int = port_option(12346, "the alarm endpoint")
-    max_body_bytes: int = body_limit_option()
+    host: str = cfg.host_option("the alarm endpoint")
+    port: int = cfg.port_option(12346, "the alarm endpoint")
+    max_body_bytes: int = cfg.body_limit_option()
     path: str = option("/failure", help="path of the alarm endpoint (the alarm action URL's "
                                         "path)")
-    auth_strategy: str = auth_strategy_option(
+    auth_strategy: str = cfg.auth_strategy_option(
         "the consumer", "token: an alarm (POST to path) is taken only when signed with "
                         "alarm_secret or when its URL carries ?token=<token>")
-    token: str = token_option(
+    token: str = cfg.token_option(
         "X-Auth-Token of GET and DELETE /failures; also accepted as ?token=<token> in the "
         "alarm action URL, for Aodh, which cannot sign (never logged)")
-    alarm_secret: str = token_option(
+    alarm_secret: str = cfg.token_option(
         "an alarm is taken when its X-Doctor-Signature is sha256=<HMAC-SHA256 of the body "
         "under this secret, hex>: the embedded notifier's action_secret")
     recovery: str = option(
@@ -46,19 +37,19 @@ class ConsumerConfig:
                      "the failed one)")
     controller_url: str = option("", help="the Controller's base URL; needed by "
                                           "recovery = recreate")
-    controller_token: str = token_option("token sent as X-Auth-Token to the Controller (never "
-                                         "logged): its [controller] token")
+    controller_token: str = cfg.token_option("token sent as X-Auth-Token to the Controller (never "
+                                             "logged): its [controller] token")
     recovery_confirm_s: float = option(
         30.0, min=0, max=3600,
         help="recovery = recreate acts only once the Controller confirms that the VM is in "
              "error and its host down (host_status DOWN or forced down); an alarm not "
              "confirmed within this long is logged and skipped, s")
-    profile_file: str = profile_option()
+    profile_file: str = cfg.profile_option()
     coordination_url: str = coordination.url_option()
     heartbeat_timeout_s: float = coordination.heartbeat_option()
 
     def __post_init__(self) -> None:
-        check_auth("consumer", self.auth_strategy, self.token)
+        cfg.check_auth("consumer", self.auth_strategy, self.token)
         if not self.path.startswith("/") or any(c.isspace() for c in self.path):
             raise ConfigError(f"path: {self.path!r} must start with / and have no spaces")
         if self.path == "/failures":

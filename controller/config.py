@@ -5,17 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from doctor import config as cfg
 from doctor import coordination
-from doctor.config import (
-    ConfigError,
-    auth_strategy_option,
-    body_limit_option,
-    check_auth,
-    host_option,
-    option,
-    port_option,
-    token_option,
-)
+from doctor.config import ConfigError, option
 
 URL_RE = re.compile(r"^https?://[^/\s]+")
 
@@ -31,26 +23,26 @@ def _default_database() -> str:
 class ControllerConfig:
     """Options of the ``[controller]`` section."""
 
-    host: str = host_option()
-    port: int = port_option(12347)
-    max_body_bytes: int = body_limit_option()
+    host: str = cfg.host_option()
+    port: int = cfg.port_option(12347)
+    max_body_bytes: int = cfg.body_limit_option()
     database: str = option(
         default_factory=_default_database,
         default_doc="sqlite:///$DOCTOR_STATE_DIR/controller.db (/var/lib/doctor)",
         help="SQLAlchemy URL of the inventory (SQLite or PostgreSQL)")
-    auth_strategy: str = auth_strategy_option()
-    token: str = token_option("clients (the inspector, the consumer, the CLI) send it as "
-                              "X-Auth-Token; requests without it get 401 (never logged)")
+    auth_strategy: str = cfg.auth_strategy_option()
+    token: str = cfg.token_option("clients (the inspector, the consumer, the CLI) send it as "
+                                  "X-Auth-Token; requests without it get 401 (never logged)")
     notify_urls: list[str] = option(
         [], help="base URLs whose /v1/events receive every instance event (e.g. the "
                  "Notifier and the Inspector), comma separated")
-    notify_token: str = token_option("token sent as X-Auth-Token with the events (never "
-                                     "logged): the receivers' token")
+    notify_token: str = cfg.token_option("token sent as X-Auth-Token with the events (never "
+                                         "logged): the receivers' token")
     coordination_url: str = coordination.url_option()
     heartbeat_timeout_s: float = coordination.heartbeat_option()
 
     def __post_init__(self) -> None:
-        check_auth("controller", self.auth_strategy, self.token)
+        cfg.check_auth("controller", self.auth_strategy, self.token)
         for url in self.notify_urls:
             if not URL_RE.match(url):
                 raise ConfigError(f"notify_urls: {url!r} is not an http(s) URL")

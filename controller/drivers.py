@@ -14,7 +14,9 @@ from controller.base import Controller
 class ControllerOptions(Protocol):
     """What the drivers read from their user's config."""
 
-    call_timeout_ms: int
+    @property
+    def call_timeout_s(self) -> float: ...
+
     controller_url: str
     controller_token: str
     nova_cloud: str
@@ -29,7 +31,7 @@ def embedded(options: ControllerOptions) -> Controller:
     from controller.client import ControllerClient
 
     return ControllerClient(options.controller_url, options.controller_token,
-                            options.call_timeout_ms / 1000.0)
+                            timeout_s=options.call_timeout_s)
 
 
 def nova(options: ControllerOptions) -> Controller:
@@ -39,5 +41,5 @@ def nova(options: ControllerOptions) -> Controller:
     from doctor.openstack import open_cloud
 
     cloud = open_cloud(options.nova_cloud, options.nova_noauth_url, options.os_project_id,
-                       options.os_user_id, timeout_s=options.call_timeout_ms / 1000.0)
+                       options.os_user_id, timeout_s=options.call_timeout_s)
     return NovaController(cloud.session, options.nova_microversion, cloud.endpoint("compute"))

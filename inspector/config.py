@@ -5,19 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from doctor import config as cfg
 from doctor import coordination, drivers
-from doctor.config import (
-    ConfigError,
-    auth_strategy_option,
-    body_limit_option,
-    check_auth,
-    host_option,
-    max_events_option,
-    option,
-    port_option,
-    profile_option,
-    token_option,
-)
+from doctor.config import ConfigError, option
 from doctor.store import database_option
 
 
@@ -25,20 +15,20 @@ from doctor.store import database_option
 class InspectorConfig:
     """Options of the ``[inspector]`` section (flags: ``--port`` etc.)."""
 
-    host: str = host_option()
-    port: int = port_option(12345)
-    max_body_bytes: int = body_limit_option()
-    auth_strategy: str = auth_strategy_option()
-    token: str = token_option("clients (monitors, the controller) send it as X-Auth-Token; "
-                              "requests without it get 401 (never logged)")
+    host: str = cfg.host_option()
+    port: int = cfg.port_option(12345)
+    max_body_bytes: int = cfg.body_limit_option()
+    auth_strategy: str = cfg.auth_strategy_option()
+    token: str = cfg.token_option("clients (monitors, the controller) send it as X-Auth-Token; "
+                                  "requests without it get 401 (never logged)")
     database: str = database_option("inspector", "the event log (accepted events are "
                                                  "stored here before the 202)")
     controller: str = option("embedded", help="controller driver (entry points "
                                               "doctor.controller: embedded, nova)")
     controller_url: str = option("http://127.0.0.1:12347",
                                  help="the embedded controller's REST API")
-    controller_token: str = token_option("token for the controller's API: its [controller] "
-                                         "token")
+    controller_token: str = cfg.token_option("token for the controller's API: its [controller] "
+                                             "token")
     nova_cloud: str = option("", help="controller=nova: the clouds.yaml entry to use; empty: "
                                       "the OS_* variables")
     nova_noauth_url: str = option("", help="controller=nova on a test cloud without Keystone: "
@@ -66,14 +56,14 @@ class InspectorConfig:
     aodh_topic: str = option("alarm.all", help="notifier=aodh: the topic Aodh's listener "
                                                "consumes (priority sample)")
     notifier_url: str = option("http://127.0.0.1:8042", help="the notifier's base URL")
-    notifier_token: str = token_option("token for the notifier's event intake: its "
-                                       "[notifier] token")
+    notifier_token: str = cfg.token_option("token for the notifier's event intake: its "
+                                           "[notifier] token")
     shortcut: bool = option(True, help="publish compute.instance.update (state error) for "
                                        "every VM of a failed host at once, in parallel with "
                                        "the controller calls (Doctor's shortcut); false: "
                                        "only the controller's own notifications tell the "
                                        "notifier (the conservative path)")
-    max_events_per_request: int = max_events_option("PUT /events or POST /v1/events")
+    max_events_per_request: int = cfg.max_events_option("PUT /events or POST /v1/events")
     event_max_future_s: float = option(
         300.0, min=0, max=86_400,
         help="a host event whose time is further ahead of the inspector's clock is refused "
@@ -95,12 +85,17 @@ class InspectorConfig:
         7 * 86400.0, min=60.0,
         help="finished events done longer ago than this leave the event log, s (checked "
              "hourly; never an unfinished event, nor a host's latest one)")
-    profile_file: str = profile_option()
+    profile_file: str = cfg.profile_option()
     coordination_url: str = coordination.url_option()
     heartbeat_timeout_s: float = coordination.heartbeat_option()
 
+    @property
+    def call_timeout_s(self) -> float:
+        """``call_timeout_ms`` in seconds, as the drivers take it."""
+        return self.call_timeout_ms / 1000.0
+
     def __post_init__(self) -> None:
-        check_auth("inspector", self.auth_strategy, self.token)
+        cfg.check_auth("inspector", self.auth_strategy, self.token)
         for name, namespace in (("controller", drivers.CONTROLLER),
                                 ("notifier", drivers.NOTIFIER)):
             known = drivers.names(namespace)

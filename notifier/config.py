@@ -8,19 +8,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from doctor import config as cfg
 from doctor import coordination
-from doctor.config import (
-    ConfigError,
-    auth_strategy_option,
-    body_limit_option,
-    check_auth,
-    host_option,
-    max_events_option,
-    option,
-    port_option,
-    profile_option,
-    token_option,
-)
+from doctor.config import ConfigError, option
 from doctor.store import database_option
 from notifier.targets import DEFAULT_DENY, check_entry, parse_allow, parse_endpoint
 
@@ -29,16 +19,16 @@ from notifier.targets import DEFAULT_DENY, check_entry, parse_allow, parse_endpo
 class NotifierConfig:
     """Options of the ``[notifier]`` section (flags: ``--port`` etc.)."""
 
-    host: str = host_option()
-    port: int = port_option(8042, "Aodh's /v2/alarms and POST /v1/events")
-    max_body_bytes: int = body_limit_option()
+    host: str = cfg.host_option()
+    port: int = cfg.port_option(8042, "Aodh's /v2/alarms and POST /v1/events")
+    max_body_bytes: int = cfg.body_limit_option()
     database: str = database_option("notifier", "the alarm store (sqlite:///PATH or "
                                                 "postgresql+psycopg://...)")
-    auth_strategy: str = auth_strategy_option(
+    auth_strategy: str = cfg.auth_strategy_option(
         "the API (/v2 and POST /v1/events)",
         "token: a /v2 caller is whoever its token is (token, api_tokens_file); noauth: "
         "whoever X-User-Id, X-Project-Id, X-Roles say, as in Aodh's noauth mode")
-    token: str = token_option(
+    token: str = cfg.token_option(
         "the service's token (the inspector, the controller, doctor-vim send it as "
         "X-Auth-Token): the only one POST /v1/events accepts; on /v2 it acts as admin of "
         "project service (never logged)")
@@ -47,10 +37,10 @@ class NotifierConfig:
                  "section per caller with token, user_id, project_id, roles (comma "
                  "separated); a request whose X-Auth-Token is one of them acts as that user "
                  "in that project. X-User-Id, X-Project-Id, X-Roles are then ignored")
-    action_secret: str = token_option(
+    action_secret: str = cfg.token_option(
         "sign every alarm action: X-Doctor-Signature: sha256=<HMAC-SHA256 of the body under "
         "this secret, hex> (the consumer's alarm_secret); empty: unsigned (never logged)")
-    max_events_per_request: int = max_events_option("POST /v1/events")
+    max_events_per_request: int = cfg.max_events_option("POST /v1/events")
     project_alarm_quota: int = option(
         10_000, min=1, max=10_000_000,
         help="most alarms one project may have (Aodh's project_alarm_quota); creating one "
@@ -83,13 +73,13 @@ class NotifierConfig:
                                       help="retry delay cap of an alarm action, ms")
     action_workers: int = option(16, min=1, max=1024,
                                  help="alarm action POSTs in flight at once")
-    profile_file: str = profile_option("latency checkpoints T07 (evaluated event) and T08 "
-                                       "(fired alarm)")
+    profile_file: str = cfg.profile_option("latency checkpoints T07 (evaluated event) and T08 "
+                                           "(fired alarm)")
     coordination_url: str = coordination.url_option()
     heartbeat_timeout_s: float = coordination.heartbeat_option()
 
     def __post_init__(self) -> None:
-        check_auth("notifier", self.auth_strategy, self.token)
+        cfg.check_auth("notifier", self.auth_strategy, self.token)
         if not self.host.strip():
             raise ConfigError("host: must not be empty")
         if not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", self.database):

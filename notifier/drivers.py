@@ -14,7 +14,9 @@ from notifier.base import EventPublisher
 class PublisherOptions(Protocol):
     """What the drivers read from their user's config."""
 
-    call_timeout_ms: int
+    @property
+    def call_timeout_s(self) -> float: ...
+
     notifier_url: str
     notifier_token: str
     aodh_transport_url: str
@@ -25,8 +27,7 @@ def http(options: PublisherOptions) -> EventPublisher:
     """The embedded Notifier's ``POST /v1/events`` (``notifier_url``)."""
     from notifier.http import HttpPublisher
 
-    return HttpPublisher(options.notifier_url, options.notifier_token,
-                         options.call_timeout_ms / 1000.0)
+    return HttpPublisher(options.notifier_url, options.notifier_token, options.call_timeout_s)
 
 
 def aodh(options: PublisherOptions) -> EventPublisher:

@@ -11,17 +11,9 @@ import os
 import re
 from dataclasses import dataclass
 
+from doctor import config as cfg
 from doctor import coordination
-from doctor.config import (
-    ConfigError,
-    auth_strategy_option,
-    body_limit_option,
-    check_auth,
-    host_option,
-    option,
-    port_option,
-    token_option,
-)
+from doctor.config import ConfigError, option
 from doctor.store import database_option, state_dir
 from monitor.config import parse_ipv4
 
@@ -30,12 +22,12 @@ from monitor.config import parse_ipv4
 class VimConfig:
     """Options of the ``[vim]`` section (flags: ``--port`` etc.)."""
 
-    host: str = host_option()
-    port: int = port_option(9890, "/v1/vims")
-    max_body_bytes: int = body_limit_option()
-    auth_strategy: str = auth_strategy_option()
-    token: str = token_option("clients send it as X-Auth-Token; requests without it get 401 "
-                              "(never logged)")
+    host: str = cfg.host_option()
+    port: int = cfg.port_option(9890, "/v1/vims")
+    max_body_bytes: int = cfg.body_limit_option()
+    auth_strategy: str = cfg.auth_strategy_option()
+    token: str = cfg.token_option("clients send it as X-Auth-Token; requests without it get 401 "
+                                  "(never logged)")
     database: str = database_option("vim", "the VIM table (PostgreSQL when several "
                                            "servers share it)")
     key_file: str = option(default_factory=lambda: os.path.join(state_dir(), "vim.key"),
@@ -46,8 +38,8 @@ class VimConfig:
     notifier_url: str = option("", help="the notifier's base URL: status changes are "
                                         "POSTed to <url>/v1/events as vim.status.update "
                                         "events (empty: only logged)")
-    notifier_token: str = token_option("token for the notifier's event intake: its "
-                                       "[notifier] token")
+    notifier_token: str = cfg.token_option("token for the notifier's event intake: its "
+                                           "[notifier] token")
     event_project_id: str = option(
         "", help="project_id and tenant_id traits of the events (an alarm sees only its "
                  "project's events); empty: the VIM's project_name")
@@ -94,6 +86,6 @@ class VimConfig:
                                    "long leaves the ring and its VIMs move to the others, s")
 
     def __post_init__(self) -> None:
-        check_auth("vim", self.auth_strategy, self.token)
+        cfg.check_auth("vim", self.auth_strategy, self.token)
         if self.notifier_url and not re.match(r"^https?://[^/\s]+", self.notifier_url):
             raise ConfigError(f"notifier_url: {self.notifier_url!r} is not an http(s) URL")

@@ -88,13 +88,19 @@ def test_the_failures_list_needs_the_token(inventory):
     assert http.delete("/failures", headers={"X-Auth-Token": TOKEN}).status_code == 204
 
 
-def test_a_forged_failure_does_not_delete_a_healthy_vm(inventory):
-    healthy = inventory.create_server("vnf", "tenant", "compute-1")
+def recreating(inventory, confirm_s):
+    """A VM on compute-1 and one on compute-2, and a consumer that recreates failed VMs (its
+    recovery started) with its test client: (the first VM, consumer, client)."""
+    vm = inventory.create_server("vnf", "tenant", "compute-1")
     inventory.create_server("other", "tenant", "compute-2")
     consumer = consumer_of(inventory, recovery="recreate", controller_url="http://c:1",
-                           recovery_confirm_s=0.3)
+                           recovery_confirm_s=confirm_s)
     consumer.recovery.start()
-    http = create_app(consumer).test_client()
+    return vm, consumer, create_app(consumer).test_client()
+
+
+def test_a_forged_failure_does_not_delete_a_healthy_vm(inventory):
+    healthy, consumer, http = recreating(inventory, 0.3)
     try:
         # The attack of the issue: an unsigned POST /failure naming a healthy VM.
         assert post(http, payload(healthy.id), secret=None).status_code == 401
@@ -115,12 +121,7 @@ def test_a_forged_failure_does_not_delete_a_healthy_vm(inventory):
 
 
 def test_a_confirmed_failure_is_recovered_also_when_the_alarm_came_first(inventory):
-    failed = inventory.create_server("vnf", "tenant", "compute-1")
-    inventory.create_server("other", "tenant", "compute-2")
-    consumer = consumer_of(inventory, recovery="recreate", controller_url="http://c:1",
-                           recovery_confirm_s=10)
-    consumer.recovery.start()
-    http = create_app(consumer).test_client()
+    failed, consumer, http = recreating(inventory, 10)
     try:
         # The shortcut notifies before the inspector's controller calls have landed.
         assert post(http, payload(failed.id)).status_code == 200
