@@ -31,7 +31,8 @@ setup(
         "PyYAML>=5.4",
     ],
     extras_require={
-        "test": ["pytest>=7", "scapy>=2.5", "ruff>=0.5", "mypy>=1.10", "requests>=2.28"],
+        "test": ["pytest>=7", "hypothesis>=6.100", "scapy>=2.5", "ruff>=0.5", "mypy>=1.10",
+                 "requests>=2.28"],
         "bench": ["matplotlib>=3.7"],
         # clouds.yaml and OS_* credentials for the Nova controller
         "openstack": ["openstacksdk>=1.0"],

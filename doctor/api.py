@@ -59,7 +59,7 @@ def json_app(name: str, token: str = "", auth_strategy: str = "token",
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError) -> tuple[Response, int]:
         body: dict[str, Any] = {"error": error.message}
-        if error.field:
+        if error.field is not None:  # "" too: a body's key may be empty
             body["field"] = error.field
         return jsonify(body), error.status
 

@@ -21,7 +21,7 @@ def fail(field: str, problem: str, status: int = 400) -> ApiError:
 def aodh_error(status: int, message: str, field: str | None = None) -> tuple[Response, int]:
     """The response for an error, in doctor's shape and Aodh's."""
     body: dict[str, Any] = {"error": message}
-    if field:
+    if field is not None:  # "" too: a body's key may be empty
         body["field"] = field
     body["error_message"] = {"faultcode": "Client" if status < 500 else "Server",
                              "faultstring": message, "debuginfo": None}

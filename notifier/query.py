@@ -140,14 +140,10 @@ def complex_query(body: Any) -> tuple[Check, list[tuple[str, bool]], int | None]
         raise fail("body", "must be a JSON object {filter, orderby, limit}")
     expr = body.get("filter")
     orderby = body.get("orderby")
-    try:
-        expr = json.loads(expr) if isinstance(expr, str) else expr
-        orderby = json.loads(orderby) if isinstance(orderby, str) else orderby
-    except ValueError as exc:
-        raise fail("filter", f"not valid JSON ({exc})") from None
-    except RecursionError:
-        raise fail("filter", "nested too deeply") from None
+    expr, orderby = _json_text(expr, "filter"), _json_text(orderby, "orderby")
     check = complex_filter(expr) if expr else (lambda alarm: True)
+    if orderby is not None and not isinstance(orderby, list):
+        raise fail("orderby", "must be a list of {field: asc|desc}")
     sorts = []
     for i, item in enumerate(orderby or []):
         if not isinstance(item, dict) or len(item) != 1:
@@ -155,6 +151,18 @@ def complex_query(body: Any) -> tuple[Check, list[tuple[str, bool]], int | None]
         ((field, direction),) = item.items()
         sorts += sort_keys([f"{field.lower()}:{str(direction).lower()}"], f"orderby[{i}]")
     return check, sorts or [("timestamp", True)], parse_limit(body.get("limit"), "limit")
+
+
+def _json_text(value: Any, where: str) -> Any:
+    """``value`` read as JSON if it is text (as aodhclient sends it), else as it is."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError as exc:
+        raise fail(where, f"not valid JSON ({exc})") from None
+    except RecursionError:
+        raise fail(where, "nested too deeply") from None
 
 
 # -- order and pages ------------------------------------------------------------------------

@@ -156,11 +156,11 @@ def validate_query(query: Any, where: str = "event_rule.query") -> list[dict[str
                 or field == "traits." or field.endswith(".")):
             raise fail(f"{at}.field", f"{field!r} is not a field such as traits.instance_id")
         op = item.get("op") or "eq"
-        if op not in OPERATORS:
+        if not isinstance(op, str) or op not in OPERATORS:
             raise fail(f"{at}.op", f"{op!r} is not one of {', '.join(OPERATORS)}")
         value = _query_value(item.get("value"), f"{at}.value")
         type_ = item.get("type") or ""
-        if type_ not in QUERY_TYPES:
+        if not isinstance(type_, str) or type_ not in QUERY_TYPES:
             raise fail(f"{at}.type", f"{type_!r} is not one of "
                                      f"{', '.join(t for t in QUERY_TYPES if t)}")
         if type_:

@@ -74,7 +74,7 @@ def test_a_bad_filter_is_a_400_naming_where_it_is(expr, field, problem):
 def test_a_bad_body_orderby_or_json_names_its_parameter():
     assert refused(query.complex_query, [])[:2] == (400, "body")
     assert refused(query.complex_query, {"filter": "{bad"})[:2] == (400, "filter")
-    assert refused(query.complex_query, {"orderby": "{bad"})[:2] == (400, "filter")
+    assert refused(query.complex_query, {"orderby": "{bad"})[:2] == (400, "orderby")
     assert refused(query.complex_query, {"orderby": ["name"]}) \
         == (400, "orderby[0]", "orderby[0]: must be {field: asc|desc}")
     assert refused(query.complex_query, {"orderby": [{"name": "asc"}, {"name": "sideways"}]})[:2] \
@@ -153,3 +153,9 @@ def test_history_sorts_newest_first_by_default_and_pages_by_event_id():
     assert query.page(entries, "event_id", None, None) == entries
     assert refused(query.page, entries, "event_id", "nope", None) \
         == (400, "marker", "marker: invalid marker 'nope': no such event_id")
+
+
+@pytest.mark.parametrize("orderby", [1, True, "1", "true", {"name": "asc"}])
+def test_an_orderby_that_is_not_a_list_is_a_400_naming_it(orderby):
+    # Found by tests/unit/test_fuzz_api.py: iterating the int 1 raised TypeError.
+    assert refused(query.complex_query, {"orderby": orderby})[:2] == (400, "orderby")

@@ -144,3 +144,11 @@ def test_an_action_is_an_http_or_https_url_with_a_host():
         status, field, message = refused(action_url, url, "alarm_actions[2]")
         assert (status, field) == (400, "alarm_actions[2]"), url
         assert message.startswith(f"alarm_actions[2]: {problem}"), (url, message)
+
+
+@pytest.mark.parametrize("key", ["op", "type"])
+@pytest.mark.parametrize("value", [[None], {"a": 1}])
+def test_an_op_or_type_that_is_a_list_or_object_is_a_400_not_a_500(key, value):
+    # Found by tests/unit/test_fuzz_api.py: `[None] in OPERATORS` raised TypeError.
+    condition = {"field": "traits.instance_id", "value": "vm1", key: value}
+    assert refused(validate_query, [condition])[:2] == (400, f"event_rule.query[0].{key}")
