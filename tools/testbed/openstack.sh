@@ -33,10 +33,15 @@ declare -A VENV_REQS=(
   [nova]="nova==34.0.0 openstack-placement==16.0.0 PyMySQL==1.2.4 $GUNICORN"
   [glance]="glance==33.0.0 $GUNICORN"
   [neutron]="neutron==29.0.0 PyMySQL==1.2.4 $GUNICORN"
+  [keystone]="keystone==30.0.0 PyMySQL==1.2.4 $GUNICORN"
   [aodh]="aodh==23.0.0 ceilometer==27.0.0 PyMySQL==1.2.4 $GUNICORN python-novaclient==18.13.1 aodhclient==3.12.0"
 )
-VENV_NAMES=(nova glance neutron aodh)
+VENV_NAMES=(keystone nova glance neutron aodh)
 declare -A WARM_IMPORTS=(
+  [keystone]="keystone.server.wsgi keystone.server.flask.application keystone.cmd.cli
+    keystone.api keystone.token.providers.fernet.core keystone.identity.backends.sql
+    keystone.assignment.backends.sql keystone.resource.backends.sql keystone.catalog.backends.sql
+    gunicorn.app.wsgiapp gunicorn.workers.gthread pymysql"
   [nova]="nova.cmd.conductor nova.cmd.scheduler nova.cmd.compute nova.virt.fake
     nova.api.openstack.compute.routes nova.api.openstack.wsgi_app nova.conductor.manager
     nova.scheduler.manager nova.compute.manager placement.wsgi placement.handler
