@@ -42,6 +42,15 @@ def require_testbed() -> None:
              "then eval \"$(tools/testbed/openstack.sh env)\" (scripts/test.sh does this)")
 
 
+def require_keystone_bed() -> None:
+    """Tests of Keystone's part need the bed in its default mode (TESTBED_AUTH=keystone),
+    which CI runs; a bed brought up with TESTBED_AUTH=noauth skips them."""
+    require_testbed()
+    _require(os.environ.get("DOCTOR_TESTBED_AUTH") == "keystone",
+             "needs the test bed with Keystone (TESTBED_AUTH=keystone, the default of "
+             "tools/testbed/openstack.sh up)")
+
+
 def require_redis() -> None:
     """Redis tests need Debian's redis-server (scripts/setup.sh installs it)."""
     _require(redis_server_binary() is not None,

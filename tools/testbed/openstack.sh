@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# A test bed of real OpenStack services on one machine, on 127.0.0.1, without Keystone:
-# RabbitMQ, a private MariaDB, Placement, Nova (api, conductor, scheduler, two fake computes),
-# Glance, Neutron (API only), Aodh (api, listener, notifier) and Ceilometer's notification agent.
+# A test bed of real OpenStack services on one machine, on 127.0.0.1: Keystone, RabbitMQ, a
+# private MariaDB, Placement, Nova (api, conductor, scheduler, two fake computes), Glance,
+# Neutron (API only), Aodh (api, listener, notifier) and Ceilometer's notification agent.
+# TESTBED_AUTH=keystone (the default): every API behind keystonemiddleware's auth_token, users
+# and projects in Keystone; TESTBED_AUTH=noauth: no Keystone, identity in headers (faster).
 #
 #   tools/testbed/openstack.sh install   # Debian packages + virtualenvs (idempotent, stamped)
 #   tools/testbed/openstack.sh up        # configure and start everything, wait until it answers
@@ -59,6 +61,16 @@ declare -A WARM_IMPORTS=(
     oslo_messaging gunicorn.app.wsgiapp gunicorn.workers.gthread pymysql"
 )
 DEBS=(rabbitmq-server mariadb-server curl)
+
+# keystone (the default): Keystone, Fernet tokens of TOKEN_EXPIRATION s, every API behind
+# auth_token; noauth: no Keystone (tools/testbed/README.md, 'Without Keystone').
+# Unless told, the mode the data directory was made in (`up` refuses to switch: purge first).
+AUTH=${TESTBED_AUTH:-$(cat "$DATA/.auth-mode" 2>/dev/null || echo keystone)}
+KEYSTONE_PORT=5000
+KEYSTONE_URL=http://127.0.0.1:$KEYSTONE_PORT
+TOKEN_EXPIRATION=${TESTBED_TOKEN_EXPIRATION:-300}
+# The bed's generated passwords (admin, doctor, vnfm, other, the service users), 0600.
+PASSWORDS=$DATA/passwords.env
 
 # Loopback ports. Aodh keeps its own port 8042 (the embedded notifier's default too: run one).
 MYSQL_PORT=${TESTBED_MYSQL_PORT:-13306}
@@ -304,7 +316,7 @@ wait_mariadb() {
     sleep 0.2
   done
   local db sql=""
-  for db in nova_api nova_cell0 nova placement neutron aodh; do
+  for db in keystone nova_api nova_cell0 nova placement neutron aodh; do
     sql+="CREATE DATABASE IF NOT EXISTS $db;"
   done
   sql+="CREATE USER IF NOT EXISTS '$DB_USER'@'%' IDENTIFIED BY '$DB_PASS';"
@@ -361,15 +373,147 @@ start_rabbitmq() { # start the broker unless one runs; then the bed's vhost, per
 # ---------------------------------------------------------------------------------------------
 # configuration files
 
+ensure_passwords() { # once per data directory; `purge` removes them with the users
+  [ -s "$PASSWORDS" ] && return 0
+  local name
+  (umask 077
+   for name in ADMIN DOCTOR VNFM OTHER SERVICE; do
+     printf '%s_PASSWORD=%s\n' "$name" "$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
+   done >"$PASSWORDS.tmp")
+  mv "$PASSWORDS.tmp" "$PASSWORDS"
+}
+
+authtoken() { # service-user: a service's [keystone_authtoken] section (keystone mode)
+  cat <<EOF
+[keystone_authtoken]
+www_authenticate_uri = $KEYSTONE_URL
+auth_url = $KEYSTONE_URL
+auth_type = password
+username = $1
+password = $SERVICE_PASSWORD
+project_name = service
+user_domain_name = Default
+project_domain_name = Default
+http_request_max_retries = 1
+http_connect_timeout = 10
+EOF
+}
+
+service_auth() { # service-user: password auth of a service's client of another service
+  cat <<EOF
+auth_type = password
+auth_url = $KEYSTONE_URL
+username = $1
+password = $SERVICE_PASSWORD
+project_name = service
+user_domain_name = Default
+project_domain_name = Default
+EOF
+}
+
 write_configs() {
-  mkdir -p "$ETC"/{nova,placement,glance,neutron,aodh,ceilometer}
+  mkdir -p "$ETC"/{keystone,nova,placement,glance,neutron,aodh,ceilometer}
+  chmod 700 "$ETC" # service passwords inside
   local nova_paste=$VENVS/nova/etc/nova/api-paste.ini
 
-  # Nova: no authtoken filter, keystonecontext builds the context from X-User-Id, X-Project-Id,
-  # X-Roles. A token header must still come along: Nova forwards it to Glance and Neutron.
-  sed -e 's/ authtoken keystonecontext / keystonecontext /' "$nova_paste" >"$ETC/nova/api-paste.ini"
-  if grep -E '^keystone = .*authtoken' "$ETC/nova/api-paste.ini" >/dev/null; then
-    die "could not remove authtoken from $nova_paste"
+  cat >"$ETC/keystone/keystone.conf" <<EOF
+[database]
+connection = $DB/keystone?charset=utf8
+
+[token]
+provider = fernet
+# Short, so that tokens expire during the tests.
+expiration = $TOKEN_EXPIRATION
+
+[fernet_tokens]
+key_repository = $DATA/keystone/fernet-keys
+
+[fernet_receipts]
+key_repository = $DATA/keystone/fernet-keys
+
+[credential]
+key_repository = $DATA/keystone/credential-keys
+EOF
+
+  if [ "$AUTH" = keystone ]; then
+    # Nova's own paste file: authtoken validates every token with Keystone.
+    cp "$nova_paste" "$ETC/nova/api-paste.ini"
+  else
+    # No authtoken filter: keystonecontext builds the context from X-User-Id, X-Project-Id,
+    # X-Roles. A token header must still come along: Nova forwards it to Glance and Neutron.
+    sed -e 's/ authtoken keystonecontext / keystonecontext /' "$nova_paste" >"$ETC/nova/api-paste.ini"
+    if grep -E '^keystone = .*authtoken' "$ETC/nova/api-paste.ini" >/dev/null; then
+      die "could not remove authtoken from $nova_paste"
+    fi
+  fi
+  # What differs between the modes, per service.
+  local nova_auth placement_auth glance_auth neutron_auth neutron_authtoken aodh_auth
+  if [ "$AUTH" = keystone ]; then
+    nova_auth="$(authtoken nova)
+
+[placement]
+$(service_auth nova)
+region_name = RegionOne
+valid_interfaces = internal,public
+
+[glance]
+valid_interfaces = internal,public
+
+[neutron]
+$(service_auth nova)
+region_name = RegionOne
+valid_interfaces = internal,public
+
+[service_user]
+send_service_user_token = False"
+    placement_auth="[api]
+auth_strategy = keystone
+
+$(authtoken placement)"
+    glance_auth="[paste_deploy]
+flavor = keystone
+config_file = $ETC/glance/glance-api-paste.ini
+
+$(authtoken glance)"
+    neutron_auth="auth_strategy = keystone"
+    neutron_authtoken="$(authtoken neutron)"
+    # Aodh's middlewares load their settings by project name (/etc/aodh/aodh.conf): a copy of
+    # its paste file that names the bed's file.
+    sed -e "s|^oslo_config_project = aodh\$|&\noslo_config_file = $ETC/aodh/aodh.conf|" \
+      "$VENVS"/aodh/lib/python3*/site-packages/aodh/api/api-paste.ini >"$ETC/aodh/api-paste.ini"
+    aodh_auth="[api]
+auth_mode = keystone
+paste_config = $ETC/aodh/api-paste.ini
+
+$(authtoken aodh)
+
+[service_credentials]
+$(service_auth aodh)
+region_name = RegionOne
+interface = internal"
+  else
+    nova_auth="[placement]
+auth_type = admin_token
+token = admin
+endpoint_override = http://127.0.0.1:$PLACEMENT_PORT
+
+[glance]
+endpoint_override = http://127.0.0.1:$GLANCE_PORT
+
+[neutron]
+auth_type = none
+endpoint_override = http://127.0.0.1:$NEUTRON_PORT"
+    placement_auth="[api]
+auth_strategy = noauth2"
+    glance_auth="[paste_deploy]
+config_file = $ETC/glance/glance-api-paste.ini"
+    neutron_auth="auth_strategy = noauth"
+    neutron_authtoken=""
+    aodh_auth="[api]
+auth_mode = noauth
+
+[service_credentials]
+auth_type = none"
   fi
   cat >"$ETC/nova/nova.conf" <<EOF
 # The test bed's Nova (written by tools/testbed/openstack.sh up). No database settings here:
@@ -404,17 +548,7 @@ discover_hosts_in_cells_interval = -1
 [quota]
 driver = nova.quota.NoopQuotaDriver
 
-[placement]
-auth_type = admin_token
-token = admin
-endpoint_override = http://127.0.0.1:$PLACEMENT_PORT
-
-[glance]
-endpoint_override = http://127.0.0.1:$GLANCE_PORT
-
-[neutron]
-auth_type = none
-endpoint_override = http://127.0.0.1:$NEUTRON_PORT
+$nova_auth
 
 [notifications]
 # Nova's default: only the legacy notifications, which Ceilometer and the Inspector read.
@@ -449,8 +583,7 @@ EOF
   done
 
   cat >"$ETC/placement/placement.conf" <<EOF
-[api]
-auth_strategy = noauth2
+$placement_auth
 
 [placement_database]
 connection = $DB/placement?charset=utf8
@@ -476,8 +609,7 @@ filesystem_store_datadir = $DATA/glance/staging/
 [os_glance_tasks_store]
 filesystem_store_datadir = $DATA/glance/tasks/
 
-[paste_deploy]
-config_file = $ETC/glance/glance-api-paste.ini
+$glance_auth
 
 [oslo_policy]
 enforce_new_defaults = False
@@ -494,7 +626,7 @@ EOF
 [DEFAULT]
 core_plugin = ml2
 service_plugins = router
-auth_strategy = noauth
+$neutron_auth
 transport_url = $TRANSPORT_URL
 state_path = $DATA/neutron
 api_paste_config = $ETC/neutron/api-paste.ini
@@ -513,6 +645,8 @@ lock_path = $DATA/neutron/lock
 [oslo_policy]
 enforce_new_defaults = False
 enforce_scope = False
+
+$neutron_authtoken
 EOF
   cat >"$ETC/neutron/ml2_conf.ini" <<EOF
 [ml2]
@@ -538,14 +672,10 @@ event_alarm_cache_ttl = $AODH_EVENT_CACHE_TTL
 # One INFO line per alarm per event that does not match it (O(events x alarms)) is not wanted.
 default_log_levels = aodh.evaluator.event=WARN,oslo_db.sqlalchemy.utils=ERROR,amqp=WARN,amqplib=WARN,sqlalchemy=WARN,oslo.messaging=INFO,urllib3.connectionpool=WARN,stevedore=WARN,keystonemiddleware=WARN
 
-[api]
-auth_mode = noauth
+$aodh_auth
 
 [database]
 connection = $DB/aodh?charset=utf8
-
-[service_credentials]
-auth_type = none
 
 [listener]
 event_alarm_topic = alarm.all
@@ -635,7 +765,7 @@ gunicorn_args() { # port [workers]: one worker unless told, a few threads, loopb
     --graceful-timeout 3 --pythonpath "$HERE/wsgi"
 }
 
-API_SERVICES=(placement-api nova-api glance-api neutron-api aodh-api)
+API_SERVICES=(keystone-api placement-api nova-api glance-api neutron-api aodh-api)
 WORKER_SERVICES=(nova-conductor nova-scheduler aodh-listener aodh-notifier ceilometer-notification)
 ALL_SERVICES=("${API_SERVICES[@]}" "${WORKER_SERVICES[@]}")
 for c in "${COMPUTES[@]}"; do ALL_SERVICES+=("nova-compute-$c"); done
@@ -655,6 +785,47 @@ synced() { # component command...: the schema sync, logged; the chain exits 10 i
   local nice=()
   [[ " ${NICED_SYNCS[*]} " == *" $comp "* ]] && nice=(nice -n 10)
   "${nice[@]}" "$@" >"$LOGS/dbsync-$comp.log" 2>&1 || exit 10
+}
+
+chain_keystone() { # keystone mode only: schema, keys, bootstrap (idempotent), then the API
+  # However this chain ends without the identity set up, the chains waiting for it stop waiting.
+  trap '[ -e "$RUN/identity.ready" ] || touch "$RUN/identity.failed"' EXIT
+  ((SYNC)) || wait_rabbit_ready # warm: let the broker boot alone first (it is the slow one)
+  local KC=(--config-file "$ETC/keystone/keystone.conf")
+  synced keystone "$VENVS/keystone/bin/keystone-manage" "${KC[@]}" db_sync
+  mkdir -p "$DATA/keystone"
+  if [ ! -e "$DATA/keystone/fernet-keys/0" ]; then
+    "$VENVS/keystone/bin/keystone-manage" "${KC[@]}" fernet_setup --keystone-user root \
+      --keystone-group root >>"$LOGS/dbsync-keystone.log" 2>&1 || exit 10
+    "$VENVS/keystone/bin/keystone-manage" "${KC[@]}" credential_setup --keystone-user root \
+      --keystone-group root >>"$LOGS/dbsync-keystone.log" 2>&1 || exit 10
+  fi
+  if [ ! -e "$DATA/.keystone-bootstrapped" ]; then
+    # The admin password from the environment, never the command line.
+    OS_BOOTSTRAP_PASSWORD=$ADMIN_PASSWORD "$VENVS/keystone/bin/keystone-manage" "${KC[@]}" \
+      bootstrap --bootstrap-username admin --bootstrap-project-name admin \
+      --bootstrap-role-name admin --bootstrap-region-id RegionOne \
+      --bootstrap-admin-url "$KEYSTONE_URL/v3" --bootstrap-internal-url "$KEYSTONE_URL/v3" \
+      --bootstrap-public-url "$KEYSTONE_URL/v3" >>"$LOGS/dbsync-keystone.log" 2>&1 || exit 10
+    touch "$DATA/.keystone-bootstrapped"
+  fi
+  # shellcheck disable=SC2046
+  start_service keystone-api OS_KEYSTONE_CONFIG_DIR="$ETC/keystone" -- \
+    "$VENVS/keystone/bin/gunicorn" $(gunicorn_args $KEYSTONE_PORT) keystone_api:application
+  wait_http keystone-api "$KEYSTONE_URL/v3" 90
+  # Projects, users (the services' too: they authenticate at start), roles, the catalog.
+  provision identity >"$DATA/identity.env.tmp" 2>>"$LOGS/provision.log" || exit 30
+  mv "$DATA/identity.env.tmp" "$DATA/identity.env"
+  touch "$RUN/identity.ready"
+}
+
+wait_identity_ready() { # keystone mode: the services' users exist; the chain exits 30 if not
+  [ "$AUTH" = keystone ] || return 0
+  local deadline=$(($(date +%s) + 150))
+  until [ -e "$RUN/identity.ready" ]; do
+    [ ! -e "$RUN/identity.failed" ] && (($(date +%s) < deadline)) || exit 30
+    sleep 0.2
+  done
 }
 
 chain_placement() {
@@ -678,6 +849,7 @@ chain_nova() {
     OS_NOVA_CONFIG_FILES="api-paste.ini;nova.conf;nova-db.conf" -- \
     "$VENVS/nova/bin/gunicorn" $(gunicorn_args $NOVA_PORT "$NOVA_API_WORKERS") nova_api:application
   wait_rabbit_ready
+  wait_identity_ready
   start_service nova-conductor -- "$VENVS/nova/bin/nova-conductor" "${NC[@]}"
   start_service nova-scheduler -- "$VENVS/nova/bin/nova-scheduler" "${NC[@]}"
 }
@@ -708,6 +880,7 @@ chain_aodh() {
   start_service aodh-api TESTBED_AODH_CONF="$ETC/aodh/aodh.conf" -- \
     "$VENVS/aodh/bin/gunicorn" $(gunicorn_args "$AODH_PORT") aodh_api:application
   wait_rabbit_ready
+  wait_identity_ready
   start_service aodh-listener -- "$VENVS/aodh/bin/aodh-listener" "${A[@]}"
   start_service aodh-notifier -- "$VENVS/aodh/bin/aodh-notifier" "${A[@]}"
   start_service ceilometer-notification -- "$VENVS/aodh/bin/ceilometer-agent-notification" \
@@ -717,7 +890,9 @@ chain_aodh() {
 run_chains() { # all chains side by side; bounded by their own waits
   local comp item rc failed=()
   local jobs=()
-  for comp in placement nova glance neutron aodh; do
+  local comps=(placement nova glance neutron aodh)
+  [ "$AUTH" = keystone ] && comps=(keystone "${comps[@]}")
+  for comp in "${comps[@]}"; do
     "chain_$comp" &
     jobs+=("$!:$comp")
   done
@@ -730,6 +905,8 @@ run_chains() { # all chains side by side; bounded by their own waits
       10) log "database sync of $comp failed; $LOGS/dbsync-$comp.log ends:"
           tail -n 25 "$LOGS/dbsync-$comp.log" | sed 's/^/    /' >&2; failed+=("$comp") ;;
       20) log "$comp: RabbitMQ was not ready in time"; failed+=("$comp") ;;
+      30) log "$comp: Keystone's users and catalog are not set up; $LOGS/provision.log ends:"
+          tail -n 25 "$LOGS/provision.log" | sed 's/^/    /' >&2; failed+=("$comp") ;;
       *) log "$comp: failed to start (exit $rc)"; failed+=("$comp") ;;
     esac
   done
@@ -781,7 +958,8 @@ wait_queues() { # timeout-s services...
 }
 
 provision() { # subcommand...: tools/testbed/provision.py with the bed's identity
-  TESTBED_PROJECT_ID=$PROJECT_ID TESTBED_USER_ID=$USER_ID \
+  TESTBED_AUTH=$AUTH TESTBED_KEYSTONE_URL=$KEYSTONE_URL TESTBED_PASSWORDS=$PASSWORDS \
+    TESTBED_PROJECT_ID=$PROJECT_ID TESTBED_USER_ID=$USER_ID \
     TESTBED_NOVA_URL="http://127.0.0.1:$NOVA_PORT/v2.1" \
     TESTBED_GLANCE_URL="http://127.0.0.1:$GLANCE_PORT" \
     TESTBED_NEUTRON_URL="http://127.0.0.1:$NEUTRON_PORT" \
@@ -791,7 +969,7 @@ provision() { # subcommand...: tools/testbed/provision.py with the bed's identit
 
 check_ports() { # fail fast when another program holds a port of a service not yet running
   local pair name port holders
-  for pair in mariadb:$MYSQL_PORT placement-api:$PLACEMENT_PORT nova-api:$NOVA_PORT \
+  for pair in mariadb:$MYSQL_PORT keystone-api:$KEYSTONE_PORT placement-api:$PLACEMENT_PORT nova-api:$NOVA_PORT \
               glance-api:$GLANCE_PORT neutron-api:$NEUTRON_PORT aodh-api:$AODH_PORT; do
     name=${pair%%:*} port=${pair#*:}
     pid_of "$name" >/dev/null && continue
@@ -811,13 +989,23 @@ cmd_up() {
   need_root
   check_installed
   mkdir -p "$ETC" "$LOGS" "$PIDS" "$RUN"
-  rm -f "$RUN/rabbit.ready" "$RUN/rabbit.failed"
+  rm -f "$RUN/rabbit.ready" "$RUN/rabbit.failed" "$RUN/identity.ready" "$RUN/identity.failed"
   local t0 cold=warm
   t0=$(now)
   [ -d "$DATA/mysql/mysql" ] || cold=cold
-  log "up ($cold start), data in $DATA"
+  case $AUTH in keystone | noauth) ;; *) die "TESTBED_AUTH=$AUTH: use keystone or noauth" ;; esac
+  local made_in=noauth # data from before the bed had Keystone
+  [ "$cold" = cold ] && made_in=$AUTH
+  [ -e "$DATA/.auth-mode" ] && made_in=$(cat "$DATA/.auth-mode")
+  [ "$made_in" = "$AUTH" ] ||
+    die "the data in $DATA was made with TESTBED_AUTH=$made_in; '$0 purge' first to switch to $AUTH"
+  log "up ($cold start, $AUTH), data in $DATA"
   check_ports
+  ensure_passwords
+  # shellcheck disable=SC1090
+  . "$PASSWORDS"
   write_configs
+  echo "$AUTH" >"$DATA/.auth-mode"
 
   start_mariadb
   { if (start_rabbitmq); then touch "$RUN/rabbit.ready"; else touch "$RUN/rabbit.failed"; fi; } \
@@ -836,12 +1024,22 @@ cmd_up() {
   fi
   log "schemas ready, services started ($(since "$t0") s)"
 
+  local H=(-H "X-Auth-Token: admin" -H "X-User-Id: $USER_ID" -H "X-Project-Id: $PROJECT_ID"
+           -H "X-Roles: admin,member,reader")
+  if [ "$AUTH" = keystone ]; then
+    # shellcheck disable=SC1091
+    . "$DATA/identity.env"
+    PROJECT_ID=$VNF_PROJECT_ID USER_ID=$VNFM_USER_ID
+    # The admin's token for the readiness probes, in a 0600 file (curl -H @file), not in argv.
+    (umask 077; provision token >"$RUN/admin-token.header" 2>>"$LOGS/provision.log") ||
+      die "no admin token from Keystone"
+    H=(-H "@$RUN/admin-token.header")
+    log "Keystone answers, users and catalog set up ($(since "$t0") s)"
+  fi
   wait_http placement-api "http://127.0.0.1:$PLACEMENT_PORT/" 90
   # A compute started before the conductor consumes waits for it in 10 s steps.
   wait_queues 90 nova-conductor
   start_computes
-  local H=(-H "X-Auth-Token: admin" -H "X-User-Id: $USER_ID" -H "X-Project-Id: $PROJECT_ID"
-           -H "X-Roles: admin,member,reader")
   wait_http nova-api "http://127.0.0.1:$NOVA_PORT/v2.1/flavors" 120 "${H[@]}"
   wait_http glance-api "http://127.0.0.1:$GLANCE_PORT/v2/images" 90 "${H[@]}"
   wait_http neutron-api "http://127.0.0.1:$NEUTRON_PORT/v2.0/networks" 120 "${H[@]}"
@@ -899,7 +1097,24 @@ write_state() {
     echo "DOCTOR_SUBNET_ID=$SUBNET_ID"
     echo "DOCTOR_TESTBED_PYTHON=$py"
     echo "DOCTOR_CLOUDS_YAML=$DATA/clouds.yaml"
+    echo "DOCTOR_TESTBED_AUTH=$AUTH"
+    if [ "$AUTH" = keystone ]; then
+      echo "DOCTOR_KEYSTONE_URL=$KEYSTONE_URL/v3"
+      echo "DOCTOR_TOKEN_EXPIRATION=$TOKEN_EXPIRATION"
+      echo "OS_CLIENT_CONFIG_FILE=$DATA/clouds.yaml"
+      # The operator (admin; the Inspector's Nova driver), the VNFM (a member of the project
+      # vnf, where the servers and alarms are) and a member of another project.
+      echo "DOCTOR_OS_CLOUD=doctor-testbed"
+      echo "DOCTOR_VNFM_CLOUD=doctor-testbed-vnfm"
+      echo "DOCTOR_OTHER_CLOUD=doctor-testbed-other"
+      # Each compute is an availability zone of its own, so a member can boot on it.
+      echo "DOCTOR_HOST_ZONE=doctor-{host}"
+    fi
   } >"$STATE"
+  if [ "$AUTH" = keystone ]; then
+    write_clouds_keystone
+    return 0
+  fi
   # The bed as a clouds.yaml cloud, for `doctor run --installer openstack --os-cloud
   # doctor-testbed` (with OS_CLIENT_CONFIG_FILE=$DATA/clouds.yaml): no Keystone, so aodhclient's
   # doctor-noauth plugin (doctor/noauth.py) sends the identity headers, every endpoint is given.
@@ -914,6 +1129,31 @@ clouds:
     compute_endpoint_override: http://127.0.0.1:$NOVA_PORT/v2.1
     alarming_endpoint_override: http://127.0.0.1:$AODH_PORT
 EOF
+}
+
+write_clouds_keystone() { # the bed's three users as clouds.yaml clouds (0600: passwords)
+  local cloud user project pass
+  (umask 077
+   { echo "clouds:"
+   for cloud in doctor-testbed:doctor:doctor:$DOCTOR_PASSWORD \
+                doctor-testbed-vnfm:vnfm:vnf:$VNFM_PASSWORD \
+                doctor-testbed-other:other:other:$OTHER_PASSWORD \
+                doctor-testbed-admin:admin:admin:$ADMIN_PASSWORD; do
+     IFS=: read -r cloud user project pass <<<"$cloud"
+     cat <<EOF
+  $cloud:
+    auth:
+      auth_url: $KEYSTONE_URL/v3
+      username: $user
+      password: $pass
+      project_name: $project
+      user_domain_name: Default
+      project_domain_name: Default
+    region_name: RegionOne
+    identity_api_version: 3
+EOF
+   done; } >"$DATA/clouds.yaml.tmp")
+  mv "$DATA/clouds.yaml.tmp" "$DATA/clouds.yaml"
 }
 
 cmd_env() {
@@ -937,6 +1177,7 @@ cmd_status() {
         mariadb) timeout 5 mariadb-admin --no-defaults --socket="$MYSQL_SOCK" -uroot ping \
                    >/dev/null 2>&1 && state=answers || state="no answer" ;;
         rabbitmq) [ -n "$have" ] && state="answers" || state="no answer" ;;
+        keystone-api) url=$KEYSTONE_URL/v3 ;;
         placement-api) url=http://127.0.0.1:$PLACEMENT_PORT/ ;;
         nova-api) url=http://127.0.0.1:$NOVA_PORT/ ;;
         glance-api) url=http://127.0.0.1:$GLANCE_PORT/versions ;;

@@ -6,8 +6,9 @@
 
 Checks, in order (a check whose prerequisite failed is reported as not run):
   computes_up          both nova-compute services up and not forced down
-  boot_on_compute1     a server pinned to compute1 (availability_zone nova:compute1) goes ACTIVE,
-                       with a port on DOCTOR_NETWORK_ID (DOCTOR_BOOT_NETWORKS=none: without)
+  boot_on_compute1     a server pinned to compute1 (availability_zone nova:compute1; with
+                       Keystone the VNFM's, in zone doctor-compute1) goes ACTIVE, with a port on
+                       DOCTOR_NETWORK_ID (DOCTOR_BOOT_NETWORKS=none: without)
   list_by_host         servers.list(host=compute1, all_tenants) finds it
   alarm_via_ceilometer an Aodh event alarm on it fires to a local HTTP receiver after
                        servers.reset_state(id, 'error'): Nova -> Ceilometer -> Aodh, the
@@ -15,6 +16,12 @@ Checks, in order (a check whose prerequisite failed is reported as not run):
   alarm_via_shortcut   an alarm on a second server fires after a compute.instance.update event
                        is published straight to Aodh's topic alarm.all (the shortcut path)
   host_status_down     services.force_down(compute1) makes the first server's host_status DOWN
+  keystone_scope       with Keystone only: the VNFM (a member) is refused force_down (403), and
+                       a member of another project sees none of the VNFM's alarms and servers
+
+With Keystone (DOCTOR_TESTBED_AUTH=keystone) every client authenticates with a password from
+the bed's clouds.yaml: the operator (admin) for Nova's admin calls, the VNFM (a member of the
+project the servers and alarms are in) for its boots and alarms.
 
 Needs python-novaclient, aodhclient, oslo.messaging (the bed's aodh venv has them:
 DOCTOR_TESTBED_PYTHON). Every wait is bounded; the servers and alarms are removed at the end and
@@ -42,16 +49,20 @@ MICROVERSION = "2.96"  # python-novaclient's newest; force_down by service id ne
 ROLES = "admin,member,reader"
 
 CHECKS = ["computes_up", "boot_on_compute1", "list_by_host", "alarm_via_ceilometer",
-          "alarm_via_shortcut", "host_status_down"]
+          "alarm_via_shortcut", "host_status_down", "keystone_scope"]
 
 
 class Bed:
     """The test bed as `openstack.sh env` describes it."""
 
     def __init__(self, env: dict[str, str]) -> None:
-        missing = [k for k in ("DOCTOR_NOVA_URL", "DOCTOR_AODH_URL", "DOCTOR_TRANSPORT_URL",
-                               "DOCTOR_PROJECT_ID", "DOCTOR_USER_ID", "DOCTOR_IMAGE_ID",
-                               "DOCTOR_FLAVOR_ID") if not env.get(k)]
+        self.keystone = env.get("DOCTOR_TESTBED_AUTH") == "keystone"
+        need = ["DOCTOR_NOVA_URL", "DOCTOR_AODH_URL", "DOCTOR_TRANSPORT_URL",
+                "DOCTOR_PROJECT_ID", "DOCTOR_USER_ID", "DOCTOR_IMAGE_ID", "DOCTOR_FLAVOR_ID"]
+        if self.keystone:
+            need += ["DOCTOR_CLOUDS_YAML", "DOCTOR_OS_CLOUD", "DOCTOR_VNFM_CLOUD",
+                     "DOCTOR_OTHER_CLOUD"]
+        missing = [k for k in need if not env.get(k)]
         if missing:
             raise SystemExit(f"smoke: missing {', '.join(missing)}: "
                              "eval \"$(tools/testbed/openstack.sh env)\" first")
@@ -69,17 +80,35 @@ class Bed:
         self.boot_networks = env.get("DOCTOR_BOOT_NETWORKS") or self.network_id or "none"
         # Aodh's listener caches a project's alarms this long: a new alarm is seen after it.
         self.alarm_cache_ttl_s = float(env.get("DOCTOR_AODH_EVENT_CACHE_TTL", "0"))
+        self.host_zone = env.get("DOCTOR_HOST_ZONE") or "nova:{host}"
+        self.clouds_yaml = env.get("DOCTOR_CLOUDS_YAML", "")
+        self.clouds = {role: env.get(f"DOCTOR_{role.upper()}_CLOUD", "")
+                       for role in ("os", "vnfm", "other")}
 
     def wait_alarm_cache(self) -> None:
         if self.alarm_cache_ttl_s > 0:
             time.sleep(self.alarm_cache_ttl_s + 0.1)
 
 
-def nova_client(bed: Bed) -> Any:
-    """novaclient without Keystone: a fixed token on Nova's URL, the identity in headers."""
+def keystone_session(bed: Bed, role: str) -> Any:
+    """A password session of the bed's cloud for ``role`` (os: the operator, vnfm, other)."""
+    import yaml
+    from keystoneauth1 import session
+    from keystoneauth1.identity import v3
+
+    with open(bed.clouds_yaml, encoding="utf-8") as handle:
+        auth = yaml.safe_load(handle)["clouds"][bed.clouds[role]]["auth"]
+    return session.Session(auth=v3.Password(**auth), timeout=30)
+
+
+def nova_client(bed: Bed, role: str = "os") -> Any:
+    """novaclient: with Keystone, ``role``'s password session; without, a fixed token on Nova's
+    URL and the identity in headers."""
     from keystoneauth1 import session, token_endpoint
     from novaclient import client
 
+    if bed.keystone:
+        return client.Client(MICROVERSION, session=keystone_session(bed, role))
     sess = session.Session(
         auth=token_endpoint.Token(bed.nova_url, "admin"), timeout=30,
         additional_headers={"X-User-Id": bed.user_id, "X-Project-Id": bed.project_id,
@@ -87,11 +116,14 @@ def nova_client(bed: Bed) -> Any:
     return client.Client(MICROVERSION, session=sess)
 
 
-def aodh_client(bed: Bed) -> Any:
-    """aodhclient with auth type aodh-noauth (as ``aodh --os-auth-type aodh-noauth``)."""
+def aodh_client(bed: Bed, role: str = "vnfm") -> Any:
+    """aodhclient: with Keystone, ``role``'s password session; without, auth type aodh-noauth
+    (as ``aodh --os-auth-type aodh-noauth``)."""
     from aodhclient import client
     from keystoneauth1 import loading, session
 
+    if bed.keystone:
+        return client.Client("2", session=keystone_session(bed, role))
     auth = loading.get_plugin_loader("aodh-noauth").load_from_options(
         user_id=bed.user_id, project_id=bed.project_id, roles="admin",
         endpoint=bed.aodh_url)
@@ -159,7 +191,8 @@ def vm_alarm(vm_id: str, url: str) -> dict[str, Any]:
 class Smoke:
     def __init__(self, bed: Bed) -> None:
         self.bed = bed
-        self.nova = nova_client(bed)
+        self.nova = nova_client(bed)  # the operator's: admin calls, any project's servers
+        self.tenant_nova = nova_client(bed, "vnfm") if bed.keystone else self.nova
         self.aodh = aodh_client(bed)
         self.receiver = Receiver()
         self.servers: list[str] = []
@@ -194,9 +227,9 @@ class Smoke:
             nics = [{"net-id": nics}]
         for attempt in (1, 2):
             start = time.monotonic()
-            server = self.nova.servers.create(
+            server = self.tenant_nova.servers.create(
                 name, self.bed.image_id, self.bed.flavor_id, nics=nics,
-                availability_zone=f"nova:{host}")
+                availability_zone=self.bed.host_zone.format(host=host))
             self.servers.append(server.id)
             deadline = start + (timeout_s if attempt == 2 else timeout_s / 2)
             while time.monotonic() < deadline:
@@ -299,6 +332,29 @@ class Smoke:
         assert after == "UP", f"host_status {after!r} after force_down(False), expected 'UP'"
         return f"force_down call {called * 1000:.0f} ms; host_status DOWN, then UP again"
 
+    def keystone_scope(self) -> str:
+        from keystoneauth1 import exceptions
+
+        host = self.bed.computes[0]
+        service = self.nova.services.list(binary="nova-compute", host=host)[0]
+        try:
+            self.tenant_nova.services.force_down(service.id, True)
+        except exceptions.Forbidden:
+            pass
+        except Exception as exc:  # novaclient's own exception classes
+            assert getattr(exc, "code", None) == 403, f"force_down as a member: {exc}"
+        else:
+            self.forced.append(service.id)
+            raise AssertionError("the VNFM (a member) could force a compute down")
+        other_aodh = aodh_client(self.bed, "other")
+        seen = {a["alarm_id"] for a in other_aodh.alarm.list()}
+        assert not seen & set(self.alarms), "another project sees the VNFM's alarms"
+        other_nova = nova_client(self.bed, "other")
+        assert not {s.id for s in other_nova.servers.list()} & set(self.servers), \
+            "another project sees the VNFM's servers"
+        return (f"member refused force_down (403); another project sees none of "
+                f"{len(self.alarms)} alarms, {len(self.servers)} servers")
+
     # -- all -----------------------------------------------------------------------------------
 
     def cleanup(self) -> None:
@@ -335,6 +391,8 @@ class Smoke:
             self.run("alarm_via_ceilometer", self.alarm_via_ceilometer, ("boot_on_compute1",))
             self.run("alarm_via_shortcut", self.alarm_via_shortcut, ("computes_up",))
             self.run("host_status_down", self.host_status_down, ("boot_on_compute1",))
+            if self.bed.keystone:
+                self.run("keystone_scope", self.keystone_scope, ("alarm_via_shortcut",))
         finally:
             self.cleanup()
         return self.results
