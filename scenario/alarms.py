@@ -39,21 +39,26 @@ def token_aodh_client(endpoint: str, token: str, timeout_s: float = 10.0) -> Any
                                                       timeout=timeout_s))
 
 
-def vnfm_aodh_client(pipeline: Any, project_id: str) -> Any:
-    """The VNFM's aodhclient for a pipeline: on a cloud of clouds.yaml its session; on the
-    test bed Aodh's noauth mode in ``project_id``; on the embedded notifier the VNFM's token
-    (its project is ``pipeline.vnfm_project``)."""
-    env = pipeline.openstack or {}
-    if env.get("DOCTOR_OS_CLOUD"):
+def cloud_aodh_client(env: dict[str, str], project_id: str = "") -> Any:
+    """The VNFM's aodhclient on real Aodh: the session of its cloud of clouds.yaml
+    (``DOCTOR_VNFM_CLOUD``, else ``DOCTOR_OS_CLOUD``'s); on the test bed without Keystone,
+    Aodh's noauth mode in ``project_id`` (default ``DOCTOR_PROJECT_ID``)."""
+    if env.get("DOCTOR_OS_CLOUD") or env.get("DOCTOR_VNFM_CLOUD"):
         from aodhclient import client
 
-        from doctor.openstack import open_cloud
+        from scenario.clouds import vnfm_cloud
 
-        cloud = open_cloud(env["DOCTOR_OS_CLOUD"])
-        return client.Client("2", session=cloud.session,
+        return client.Client("2", session=vnfm_cloud(env).session,
                              endpoint_override=env.get("DOCTOR_AODH_URL") or None)
+    return aodh_client(env["DOCTOR_AODH_URL"], project_id or env["DOCTOR_PROJECT_ID"],
+                       user_id=env["DOCTOR_USER_ID"])
+
+
+def vnfm_aodh_client(pipeline: Any, project_id: str) -> Any:
+    """The VNFM's aodhclient for a pipeline: on real Aodh ``cloud_aodh_client``; on the
+    embedded notifier the VNFM's token (its project is ``pipeline.vnfm_project``)."""
     if pipeline.openstack is not None:
-        return aodh_client(pipeline.url("notifier"), project_id)
+        return cloud_aodh_client(pipeline.openstack, project_id)
     if project_id != pipeline.vnfm_project:
         raise ValueError(f"the embedded notifier knows the VNFM's project "
                          f"{pipeline.vnfm_project}, not {project_id}")

@@ -75,17 +75,22 @@ CLOUD_NEEDS = ("DOCTOR_TRANSPORT_URL", "DOCTOR_IMAGE_ID", "DOCTOR_FLAVOR_ID",
                "DOCTOR_NETWORK_ID")
 
 
-def openstack_env(cloud: str = "", prog: str = "doctor run") -> dict[str, str]:
+def openstack_env(cloud: str = "", prog: str = "doctor run",
+                  vnfm_cloud: str = "") -> dict[str, str]:
     """What the OpenStack installer needs, from the test bed's variables or from a cloud.
 
-    Without ``cloud`` and with the bed's ``DOCTOR_*`` variables set (``eval "$(tools/testbed/
-    openstack.sh env)"``): the bed, without Keystone; each run in a project of its own.
-    Otherwise the cloud ``cloud`` of clouds.yaml (or the ``OS_*`` variables when empty):
-    Nova and Aodh from its catalog or its ``*_endpoint_override``, the run in its project;
-    RabbitMQ's URL and the image, flavor and network to boot from still come from
-    ``DOCTOR_*`` variables, as no clouds.yaml holds them.
+    Without ``cloud``, with the bed's ``DOCTOR_*`` variables set (``eval "$(tools/testbed/
+    openstack.sh env)"``) and no ``DOCTOR_OS_CLOUD`` among them: the bed without Keystone;
+    each run in a project of its own. Otherwise the cloud ``cloud`` of clouds.yaml (default
+    ``DOCTOR_OS_CLOUD``, the bed's operator with Keystone; or the ``OS_*`` variables when
+    empty): Nova and Aodh from its catalog or its ``*_endpoint_override``. The VMs and their
+    alarms are the VNFM's: those of the cloud ``vnfm_cloud`` (default ``DOCTOR_VNFM_CLOUD``)
+    in its project, else of ``cloud``. RabbitMQ's URL and the image, flavor and network to
+    boot from still come from ``DOCTOR_*`` variables, as no clouds.yaml holds them.
     """
-    if not cloud and os.environ.get("DOCTOR_NOVA_URL"):
+    cloud = cloud or os.environ.get("DOCTOR_OS_CLOUD", "")
+    vnfm_cloud = vnfm_cloud or os.environ.get("DOCTOR_VNFM_CLOUD", "")
+    if not cloud and not vnfm_cloud and os.environ.get("DOCTOR_NOVA_URL"):
         missing = [name for name in BED_NEEDS if not os.environ.get(name)]
         if missing:
             raise SystemExit(f"{prog}: error: --installer openstack on the test bed needs "
@@ -101,18 +106,23 @@ def openstack_env(cloud: str = "", prog: str = "doctor run") -> dict[str, str]:
         found = open_cloud(cloud, timeout_s=10.0, resolve_project=True)
         endpoints = {kind: found.endpoint(kind) or found.session.get_endpoint(
             service_type=kind, interface="public") for kind in ("compute", "alarming")}
+        vnfm = open_cloud(vnfm_cloud, timeout_s=10.0, resolve_project=True) \
+            if vnfm_cloud else found
     except OpenStackConfigError as exc:
         raise SystemExit(f"{prog}: error: {exc}") from None
     except Exception as exc:  # the catalog lookup: Keystone unreachable or no such service
         raise SystemExit(f"{prog}: error: no Nova or Aodh endpoint for "
                          f"{cloud or 'the OS_* cloud'}: {exc}") from None
-    if not found.project_id:
-        raise SystemExit(f"{prog}: error: the cloud {cloud or '(OS_*)'} has no project scope")
+    if not vnfm.project_id:
+        raise SystemExit(f"{prog}: error: the cloud {vnfm_cloud or cloud or '(OS_*)'} has no "
+                         "project scope")
     env = {name: os.environ[name] for name in CLOUD_NEEDS}
     env.update({"DOCTOR_OS_CLOUD": cloud or os.environ.get("OS_CLOUD", ""),
+                "DOCTOR_VNFM_CLOUD": vnfm_cloud,
+                "DOCTOR_HOST_ZONE": os.environ.get("DOCTOR_HOST_ZONE", ""),
                 "DOCTOR_NOVA_URL": endpoints["compute"] or "",
                 "DOCTOR_AODH_URL": endpoints["alarming"] or "",
-                "DOCTOR_PROJECT_ID": found.project_id, "DOCTOR_USER_ID": ""})
+                "DOCTOR_PROJECT_ID": vnfm.project_id, "DOCTOR_USER_ID": ""})
     return env
 
 
@@ -121,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("doctor run: error: --vm-count (VM_COUNT) must be >= 1")
     if args.failed_host == args.healthy_host:
         raise SystemExit("doctor run: error: --failed-host and --healthy-host must differ")
-    env = openstack_env(args.os_cloud) if args.installer == "openstack" else None
+    env = openstack_env(args.os_cloud, vnfm_cloud=args.vnfm_cloud) \
+        if args.installer == "openstack" else None
     workdir = args.workdir or tempfile.mkdtemp(prefix="doctor-run-")
     pipeline = Pipeline(workdir, shortcut=args.path == "shortcut", openstack=env)
     result: dict[str, Any] = {"vm_count": args.vm_count, "path": args.path,
@@ -259,7 +270,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--installer openstack on a cloud of clouds.yaml (or of the OS_* "
                              "variables when the bed's DOCTOR_NOVA_URL is not set); also needs "
                              "DOCTOR_TRANSPORT_URL, DOCTOR_IMAGE_ID, DOCTOR_FLAVOR_ID and "
-                             "DOCTOR_NETWORK_ID")
+                             "DOCTOR_NETWORK_ID; default $DOCTOR_OS_CLOUD (the test bed "
+                             "with Keystone sets it: its operator, an admin)")
+    parser.add_argument("--vnfm-cloud", default="", metavar="NAME",
+                        help="the VNFM's cloud of clouds.yaml, whose user boots the VMs and "
+                             "owns their alarms in its project (default $DOCTOR_VNFM_CLOUD, "
+                             "else the --os-cloud user); its VMs go on a host through the zone "
+                             "$DOCTOR_HOST_ZONE names ({host} replaced; default nova:{host}, "
+                             "which needs an admin)")
     parser.add_argument("--failed-host", default=FAILED_HOST, metavar="HOST",
                         help=f"the compute host whose link is cut (a namespace of that name "
                              f"stands in for it; default {FAILED_HOST})")

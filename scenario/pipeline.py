@@ -67,12 +67,19 @@ class Part:
             return ""
 
 
-def nova_flags(env: dict[str, str]) -> list[str]:
-    """How the inspector reaches Nova: a cloud of clouds.yaml, or the bed without Keystone."""
+def nova_settings(env: dict[str, str]) -> dict[str, str]:
+    """How the inspector reaches Nova, as ``[inspector]`` options: the operator's cloud of
+    clouds.yaml (the bed with Keystone: its admin), or the bed without Keystone."""
     if env.get("DOCTOR_OS_CLOUD"):
-        return ["--nova-cloud", env["DOCTOR_OS_CLOUD"]]
-    return ["--nova-noauth-url", env["DOCTOR_NOVA_URL"], "--os-project-id",
-            env["DOCTOR_PROJECT_ID"], "--os-user-id", env["DOCTOR_USER_ID"]]
+        return {"nova_cloud": env["DOCTOR_OS_CLOUD"]}
+    return {"nova_noauth_url": env["DOCTOR_NOVA_URL"], "os_project_id": env["DOCTOR_PROJECT_ID"],
+            "os_user_id": env["DOCTOR_USER_ID"]}
+
+
+def nova_flags(env: dict[str, str]) -> list[str]:
+    """``nova_settings`` as the inspector's command-line flags."""
+    return [word for name, value in nova_settings(env).items()
+            for word in (f"--{name.replace('_', '-')}", value)]
 
 
 @dataclass

@@ -43,9 +43,11 @@ def test_doctor_run_passes_end_to_end(vm_count, path):
 @pytest.mark.parametrize("vm_count, path, cloud", [(1, "shortcut", False), (10, "shortcut", False),
                                                   (1, "conservative", False),
                                                   (10, "conservative", False),
-                                                  (1, "shortcut", True)])
+                                                  (1, "shortcut", True),
+                                                  (1, "conservative", True)])
 def test_doctor_run_passes_against_real_nova_and_aodh(vm_count, path, cloud):
-    """cloud: the bed as a clouds.yaml cloud (``--os-cloud``), as a user's cloud is given."""
+    """cloud: the bed as clouds.yaml clouds (``--os-cloud``), as a user's cloud is given;
+    with Keystone (the bed's default) the operator's and the VNFM's, by password."""
     require_root()
     require_testbed()
     argv = ["run", "--installer", "openstack", "--index", "151", "--vm-count", str(vm_count),
@@ -53,6 +55,8 @@ def test_doctor_run_passes_against_real_nova_and_aodh(vm_count, path, cloud):
     env = None
     if cloud:
         argv += ["--os-cloud", "doctor-testbed"]
+        if os.environ.get("DOCTOR_VNFM_CLOUD"):
+            argv += ["--vnfm-cloud", os.environ["DOCTOR_VNFM_CLOUD"]]
         env = {**os.environ, "OS_CLIENT_CONFIG_FILE": os.environ["DOCTOR_CLOUDS_YAML"]}
     result = doctor(*argv, env=env)
     assert result.returncode == 0, result.stdout + result.stderr

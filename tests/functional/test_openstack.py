@@ -1,7 +1,8 @@
 """The Inspector against real Nova and Aodh (the test bed of tools/testbed/openstack.sh).
 
 Runs when the bed is up and its variables are set (``source <(tools/testbed/openstack.sh
-env)``); otherwise skipped, saying so.
+env)``); otherwise skipped, saying so. With Keystone (the bed's default) the servers and
+alarms are the VNFM's, a member of their project; the Inspector is the operator, an admin.
 """
 
 from __future__ import annotations
@@ -18,15 +19,15 @@ import pytest
 
 from doctor.config import build
 from doctor.events import HOST_DOWN, HostEvent
-from doctor.openstack import open_cloud
 from doctor.store import make_engine
 from inspector.cli import build_controller, build_publisher
 from inspector.config import InspectorConfig
 from inspector.service import InspectorService
 from inspector.store import EventLog
-from scenario.alarms import aodh_cache_ttl_s, aodh_client, vm_error_alarm, wait_alarms_seen
-from scenario.pipeline import Pipeline
-from tests.functional.conftest import require_testbed
+from scenario.alarms import aodh_cache_ttl_s, cloud_aodh_client, vm_error_alarm, wait_alarms_seen
+from scenario.clouds import host_zone, nova_client, operator_cloud, vnfm_cloud
+from scenario.pipeline import Pipeline, nova_settings
+from tests.functional.conftest import require_keystone_bed, require_testbed
 from tests.tcpgate import TcpGate
 from tests.waiting import wait_until
 
@@ -42,20 +43,27 @@ ENV = os.environ
 
 @pytest.fixture
 def nova():
-    from novaclient import client
-
-    cloud = open_cloud(noauth_url=ENV["DOCTOR_NOVA_URL"], project_id=ENV["DOCTOR_PROJECT_ID"],
-                       user_id=ENV["DOCTOR_USER_ID"])
-    return client.Client("2.96", session=cloud.session)
+    """The operator's novaclient (admin)."""
+    return nova_client(operator_cloud(ENV), ENV)
 
 
 @pytest.fixture
-def servers(nova):
+def tenant_nova():
+    """The VNFM's novaclient: it boots the servers."""
+    return nova_client(vnfm_cloud(ENV), ENV)
+
+
+def boot(tenant_nova, name, host):
+    return tenant_nova.servers.create(name, ENV["DOCTOR_IMAGE_ID"], ENV["DOCTOR_FLAVOR_ID"],
+                                      nics=[{"net-id": ENV["DOCTOR_NETWORK_ID"]}],
+                                      availability_zone=host_zone(ENV, host))
+
+
+@pytest.fixture
+def servers(nova, tenant_nova):
     """Two servers booted on compute1; deleted and compute1 brought back afterwards."""
-    booted = [nova.servers.create(f"doctor-test-{uuid.uuid4().hex[:6]}", ENV["DOCTOR_IMAGE_ID"],
-                                  ENV["DOCTOR_FLAVOR_ID"],
-                                  nics=[{"net-id": ENV["DOCTOR_NETWORK_ID"]}],
-                                  availability_zone="nova:compute1") for _ in range(2)]
+    booted = [boot(tenant_nova, f"doctor-test-{uuid.uuid4().hex[:6]}", "compute1")
+              for _ in range(2)]
     wait_until(lambda: all(nova.servers.get(s.id).status == "ACTIVE" for s in booted), 120,
                "servers ACTIVE")
     yield [s.id for s in booted]
@@ -86,12 +94,16 @@ def consumer():
     httpd.shutdown()
 
 
-def inspector_for_the_bed(tmp_path) -> InspectorService:
-    config = build(InspectorConfig, "inspector", {
+def inspector_config(tmp_path, **settings) -> InspectorConfig:
+    """The inspector's config on the bed: Nova as the operator, Aodh on the bus."""
+    return build(InspectorConfig, "inspector", {
         "token": "t", "database": f"sqlite:///{tmp_path}/inspector.db", "controller": "nova",
-        "nova_noauth_url": ENV["DOCTOR_NOVA_URL"], "os_project_id": ENV["DOCTOR_PROJECT_ID"],
-        "os_user_id": ENV["DOCTOR_USER_ID"], "notifier": "aodh",
-        "aodh_transport_url": ENV["DOCTOR_TRANSPORT_URL"], "resync_interval_s": "5"})
+        **nova_settings(ENV), "notifier": "aodh",
+        "aodh_transport_url": ENV["DOCTOR_TRANSPORT_URL"], **settings})
+
+
+def inspector_for_the_bed(tmp_path) -> InspectorService:
+    config = inspector_config(tmp_path, resync_interval_s="5")
     service = InspectorService(config, build_controller(config), build_publisher(config),
                                EventLog(make_engine(config.database)))
     service.start()
@@ -102,8 +114,7 @@ def inspector_for_the_bed(tmp_path) -> InspectorService:
 def test_host_down_forces_nova_compute_down_errors_every_server_and_fires_aodh(
         tmp_path, nova, servers, consumer):
     url, received = consumer
-    aodh = aodh_client(ENV["DOCTOR_AODH_URL"], ENV["DOCTOR_PROJECT_ID"],
-                       user_id=ENV["DOCTOR_USER_ID"])
+    aodh = cloud_aodh_client(ENV)
     alarms = [aodh.alarm.create(vm_error_alarm(vm, url))["alarm_id"] for vm in servers]
     created_at = time.monotonic()
     service = inspector_for_the_bed(tmp_path)
@@ -130,14 +141,10 @@ def test_host_down_forces_nova_compute_down_errors_every_server_and_fires_aodh(
 
 
 def test_a_server_booted_after_the_inspector_started_is_mapped_from_notifications(
-        tmp_path, nova):
+        tmp_path, nova, tenant_nova):
     from inspector.nova_listener import NovaListener
 
-    config = build(InspectorConfig, "inspector", {
-        "token": "t", "database": f"sqlite:///{tmp_path}/inspector.db", "controller": "nova",
-        "nova_noauth_url": ENV["DOCTOR_NOVA_URL"], "os_project_id": ENV["DOCTOR_PROJECT_ID"],
-        "os_user_id": ENV["DOCTOR_USER_ID"], "notifier": "aodh",
-        "aodh_transport_url": ENV["DOCTOR_TRANSPORT_URL"], "resync_interval_s": "0"})
+    config = inspector_config(tmp_path, resync_interval_s="0")
     service = InspectorService(config, build_controller(config), build_publisher(config),
                                EventLog(make_engine(config.database)))
     service.start()  # resync 0: the map is loaded once, then only notifications change it
@@ -147,10 +154,7 @@ def test_a_server_booted_after_the_inspector_started_is_mapped_from_notification
     server = None
     try:
         assert service.wait_ready(30)
-        server = nova.servers.create(f"doctor-late-{uuid.uuid4().hex[:6]}",
-                                     ENV["DOCTOR_IMAGE_ID"], ENV["DOCTOR_FLAVOR_ID"],
-                                     nics=[{"net-id": ENV["DOCTOR_NETWORK_ID"]}],
-                                     availability_zone="nova:compute2")
+        server = boot(tenant_nova, f"doctor-late-{uuid.uuid4().hex[:6]}", "compute2")
         wait_until(lambda: server.id in {s.id for s in service.hostmap.servers_on("compute2")},
                    60, "the new server in the host map")
     finally:
@@ -160,14 +164,30 @@ def test_a_server_booted_after_the_inspector_started_is_mapped_from_notification
             nova.servers.delete(server.id)
 
 
-def test_nova_unreachable_the_event_is_kept_and_acted_on_when_nova_returns(tmp_path, nova,
-                                                                            servers):
+def gated_clouds_yaml(tmp_path, nova_url: str) -> str:
+    """The bed's clouds.yaml, its operator's Nova endpoint replaced by ``nova_url``."""
+    import yaml
+
+    with open(ENV["DOCTOR_CLOUDS_YAML"], encoding="utf-8") as handle:
+        clouds = yaml.safe_load(handle)
+    clouds["clouds"][ENV["DOCTOR_OS_CLOUD"]]["compute_endpoint_override"] = nova_url
+    path = tmp_path / "clouds.yaml"
+    path.write_text(yaml.safe_dump(clouds))
+    path.chmod(0o600)
+    return str(path)
+
+
+def test_nova_unreachable_the_event_is_kept_and_acted_on_when_nova_returns(
+        tmp_path, nova, servers, monkeypatch):
     """Nova's API goes away after the map is loaded: the inspector says so, keeps the event
     and acts on it when Nova answers again."""
     nova_url = urlsplit(ENV["DOCTOR_NOVA_URL"])
     gate = TcpGate((nova_url.hostname, nova_url.port)).open()
+    gated = nova_url._replace(netloc=f"127.0.0.1:{gate.port}").geturl()
     bed = {**{k: v for k, v in ENV.items() if k.startswith("DOCTOR_")},
-           "DOCTOR_NOVA_URL": nova_url._replace(netloc=f"127.0.0.1:{gate.port}").geturl()}
+           "DOCTOR_NOVA_URL": gated}
+    if ENV.get("DOCTOR_OS_CLOUD"):  # with Keystone: the operator's cloud, Nova behind the gate
+        monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", gated_clouds_yaml(tmp_path, gated))
     pipeline = Pipeline(str(tmp_path), openstack=bed).start()
     http = pipeline.client()
     inspector = pipeline.url("inspector")
@@ -206,3 +226,37 @@ def test_nova_unreachable_the_event_is_kept_and_acted_on_when_nova_returns(tmp_p
     finally:
         pipeline.stop()
         gate.close()
+
+
+def test_the_nova_driver_works_across_the_expiry_of_its_first_token(tmp_path, nova, servers):
+    """With Keystone: the Inspector, given a password (clouds.yaml), still marks a host down
+    after the token it started with has expired (the bed's tokens live DOCTOR_TOKEN_EXPIRATION
+    s): its keeper renewed the token ahead of the expiry and showed Nova the new one."""
+    require_keystone_bed()
+    service = inspector_for_the_bed(tmp_path)
+    try:
+        auth = service.controller._session.auth
+        first = auth.auth_ref
+        assert first is not None, "the host map was loaded without a token"
+        keystone = operator_cloud(ENV).session
+
+        def expired() -> bool:  # Keystone itself says the first token is no longer valid
+            answer = keystone.get(ENV["DOCTOR_KEYSTONE_URL"] + "/auth/tokens",
+                                  headers={"X-Subject-Token": first.auth_token},
+                                  raise_exc=False)
+            return answer.status_code == 404
+
+        lifetime = float(ENV["DOCTOR_TOKEN_EXPIRATION"])
+        wait_until(expired, lifetime + 60, "the inspector's first token to expire", 5)
+        assert service.controller.renewals >= 1
+        assert auth.auth_ref.auth_token != first.auth_token
+        event = HostEvent.new(HOST_DOWN, "compute1", "test")
+        service.submit([event])
+        wait_until(lambda: service.log.get(event.monitor_event_id).status == "done", 60,
+                   "the inspector to finish")
+        assert all(getattr(nova.servers.get(vm), "OS-EXT-STS:vm_state") == "error"
+                   for vm in servers)
+        [compute] = nova.services.list(host="compute1", binary="nova-compute")
+        assert compute.forced_down
+    finally:
+        service.stop()

@@ -30,13 +30,15 @@ STATE=$DATA/state.env
 # Pinned versions (why: tools/testbed/README.md, 'Why it is built this way'); the clients used
 # by smoke.py share aodh's venv.
 GUNICORN=gunicorn==27.0.1
+# auth_token's shared token cache (memcached): one validation per token for all workers.
+MEMCACHE=python-memcached==1.62
 UV_VERSION=uv==0.13.9
 declare -A VENV_REQS=(
-  [nova]="nova==34.0.0 openstack-placement==16.0.0 PyMySQL==1.2.4 $GUNICORN"
-  [glance]="glance==33.0.0 $GUNICORN"
-  [neutron]="neutron==29.0.0 PyMySQL==1.2.4 $GUNICORN"
+  [nova]="nova==34.0.0 openstack-placement==16.0.0 PyMySQL==1.2.4 $GUNICORN $MEMCACHE"
+  [glance]="glance==33.0.0 $GUNICORN $MEMCACHE"
+  [neutron]="neutron==29.0.0 PyMySQL==1.2.4 $GUNICORN $MEMCACHE"
   [keystone]="keystone==30.0.0 PyMySQL==1.2.4 $GUNICORN"
-  [aodh]="aodh==23.0.0 ceilometer==27.0.0 PyMySQL==1.2.4 $GUNICORN python-novaclient==18.13.1 aodhclient==3.12.0"
+  [aodh]="aodh==23.0.0 ceilometer==27.0.0 PyMySQL==1.2.4 $GUNICORN $MEMCACHE python-novaclient==18.13.1 aodhclient==3.12.0"
 )
 VENV_NAMES=(keystone nova glance neutron aodh)
 declare -A WARM_IMPORTS=(
@@ -60,7 +62,7 @@ declare -A WARM_IMPORTS=(
     ceilometer.pipeline.event novaclient.client novaclient.v2.client aodhclient.v2.client
     oslo_messaging gunicorn.app.wsgiapp gunicorn.workers.gthread pymysql"
 )
-DEBS=(rabbitmq-server mariadb-server curl)
+DEBS=(rabbitmq-server mariadb-server memcached curl)
 
 # keystone (the default): Keystone, Fernet tokens of TOKEN_EXPIRATION s, every API behind
 # auth_token; noauth: no Keystone (tools/testbed/README.md, 'Without Keystone').
@@ -68,7 +70,8 @@ DEBS=(rabbitmq-server mariadb-server curl)
 AUTH=${TESTBED_AUTH:-$(cat "$DATA/.auth-mode" 2>/dev/null || echo keystone)}
 KEYSTONE_PORT=5000
 KEYSTONE_URL=http://127.0.0.1:$KEYSTONE_PORT
-TOKEN_EXPIRATION=${TESTBED_TOKEN_EXPIRATION:-300}
+MEMCACHED_PORT=${TESTBED_MEMCACHED_PORT:-11311}
+TOKEN_EXPIRATION=${TESTBED_TOKEN_EXPIRATION:-240}
 # The bed's generated passwords (admin, doctor, vnfm, other, the service users), 0600.
 PASSWORDS=$DATA/passwords.env
 
@@ -221,8 +224,9 @@ check_installed() {
   for name in "${VENV_NAMES[@]}"; do
     [ -e "$VENVS/$name/.testbed-installed" ] || die "venv $name is missing: run '$0 install' first"
   done
-  command -v mariadbd >/dev/null && command -v rabbitmq-server >/dev/null ||
-    die "rabbitmq-server or mariadb-server is missing: run '$0 install' first"
+  command -v mariadbd >/dev/null && command -v rabbitmq-server >/dev/null &&
+    command -v memcached >/dev/null ||
+    die "rabbitmq-server, mariadb-server or memcached is missing: run '$0 install' first"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -396,6 +400,9 @@ user_domain_name = Default
 project_domain_name = Default
 http_request_max_retries = 1
 http_connect_timeout = 10
+# Validated tokens, shared by the service's workers (as a deployment does it): without it each
+# worker validates each new token itself, and ten parallel calls with a fresh token cost ~1 s.
+memcached_servers = 127.0.0.1:$MEMCACHED_PORT
 EOF
 }
 
@@ -969,7 +976,7 @@ provision() { # subcommand...: tools/testbed/provision.py with the bed's identit
 
 check_ports() { # fail fast when another program holds a port of a service not yet running
   local pair name port holders
-  for pair in mariadb:$MYSQL_PORT keystone-api:$KEYSTONE_PORT placement-api:$PLACEMENT_PORT nova-api:$NOVA_PORT \
+  for pair in mariadb:$MYSQL_PORT memcached:$MEMCACHED_PORT keystone-api:$KEYSTONE_PORT placement-api:$PLACEMENT_PORT nova-api:$NOVA_PORT \
               glance-api:$GLANCE_PORT neutron-api:$NEUTRON_PORT aodh-api:$AODH_PORT; do
     name=${pair%%:*} port=${pair#*:}
     pid_of "$name" >/dev/null && continue
@@ -1008,6 +1015,9 @@ cmd_up() {
   echo "$AUTH" >"$DATA/.auth-mode"
 
   start_mariadb
+  # keystone mode: the services' shared cache of validated tokens (loopback, no UDP).
+  [ "$AUTH" = keystone ] && start_service memcached -- memcached -u root -l 127.0.0.1 \
+    -p "$MEMCACHED_PORT" -U 0 -m 64
   { if (start_rabbitmq); then touch "$RUN/rabbit.ready"; else touch "$RUN/rabbit.failed"; fi; } \
     >"$LOGS/rabbitmq-setup.log" 2>&1 &
   local rabbit_job=$!
@@ -1171,9 +1181,13 @@ cmd_status() {
   local s pid have="" rc=0 url
   pid_of rabbitmq >/dev/null || rabbit_running && have=$(queues_with_consumers)
   printf '%-26s %-8s %s\n' SERVICE PID STATE
-  for s in mariadb rabbitmq "${ALL_SERVICES[@]}"; do
+  for s in mariadb rabbitmq memcached "${ALL_SERVICES[@]}"; do
+    [ "$AUTH" = noauth ] && [[ $s == keystone-api || $s == memcached ]] && continue
     if pid=$(pid_of "$s"); then
       case $s in
+        memcached) state="answers"
+                   timeout 3 bash -c "exec 3<>/dev/tcp/127.0.0.1/$MEMCACHED_PORT" 2>/dev/null ||
+                     state="no answer" ;;
         mariadb) timeout 5 mariadb-admin --no-defaults --socket="$MYSQL_SOCK" -uroot ping \
                    >/dev/null 2>&1 && state=answers || state="no answer" ;;
         rabbitmq) [ -n "$have" ] && state="answers" || state="no answer" ;;
@@ -1242,7 +1256,7 @@ cmd_down() {
   local t0
   t0=$(now)
   stop_names "${ALL_SERVICES[@]}"
-  stop_names mariadb rabbitmq
+  stop_names mariadb memcached rabbitmq
   # epmd outlives the broker; stop it only if `up` started it and no other node uses it.
   if pid_of epmd >/dev/null; then
     if epmd -names 2>/dev/null | grep -q '^name '; then
