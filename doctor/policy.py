@@ -15,6 +15,7 @@ project, for routes without one).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -70,8 +71,11 @@ class Policy:
 
         conf = oslo_cfg.ConfigOpts()
         conf([], project="doctor", default_config_files=[], default_config_dirs=[])
-        self.enforcer = oslo_policy.Enforcer(conf, policy_file=policy_file or None,
-                                             use_conf=False, fallback_to_json_file=False)
+        # Never a file found by oslo.config's search (policy.yaml in /etc/doctor, ~, ...)
+        # nor a policy.d: the given file, or none (os.devnull: no rule overridden).
+        path = os.path.abspath(policy_file) if policy_file else os.devnull
+        self.enforcer = oslo_policy.Enforcer(conf, policy_file=path, use_conf=True,
+                                             fallback_to_json_file=False)
         conf.set_override("policy_dirs", [], group="oslo_policy")
         self.enforcer.register_defaults([*BASE_RULES, *rules])
         self.policy_file = policy_file
