@@ -6,8 +6,8 @@ a directory of the test's own: a SQLite database, Fernet token and credential ke
 (``keystone-manage db_sync, fernet_setup, credential_setup, bootstrap``), then served by that
 venv's gunicorn (``keystone.wsgi.api:application`` through
 ``tools/testbed/wsgi/keystone_api.py``, which clears ``sys.argv``; Keystone reads
-``keystone.conf`` from ``OS_KEYSTONE_CONFIG_DIR``) on a free loopback port, and stopped by PID. Never the
-system's Keystone. The admin's password goes to ``keystone-manage bootstrap`` in the
+``keystone.conf`` from ``OS_KEYSTONE_CONFIG_DIR``) on a free loopback port, and stopped by
+PID. Never the system's Keystone. The admin's password goes to ``keystone-manage bootstrap`` in the
 environment (``OS_BOOTSTRAP_PASSWORD``), never on a command line.
 
 ``KeystoneServer.admin()`` is a small client of Keystone's REST API (projects, users, role
