@@ -29,6 +29,9 @@ setup(
         # VIM monitoring: passwords under Fernet, Tacker's YAML VIM config files
         "cryptography>=3.4",
         "PyYAML>=5.4",
+        # auth_strategy = keystone: tokens checked by Keystone's middleware, rules by oslo.policy
+        "keystonemiddleware>=10.0",
+        "oslo.policy>=4.0",
     ],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6.100", "scapy>=2.5", "ruff>=0.5", "mypy>=1.10",

@@ -66,6 +66,19 @@ def _config_doc(_args: argparse.Namespace) -> int:
              (ControllerConfig, "controller"), (NotifierConfig, "notifier"),
              (ConsumerConfig, "consumer"), (VimConfig, "vim")]
     print("\n\n".join(doc_table(cls, section) for cls, section in roles))
+    from consumer import policies as consumer_policies
+    from controller import policies as controller_policies
+    from doctor.policy import sample
+    from inspector import policies as inspector_policies
+    from notifier import policies as notifier_policies
+    from vim import policies as vim_policies
+
+    print("\n\nPolicy rules of auth_strategy = keystone (oslo.policy; a part's policy_file "
+          "overrides them by name):")
+    for name, module in [("inspector", inspector_policies), ("controller", controller_policies),
+                         ("notifier", notifier_policies), ("consumer", consumer_policies),
+                         ("vim", vim_policies)]:
+        print(f"\n`[{name}]`\n\n{sample(module.RULES)}")
     return 0
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from doctor import config as cfg
 from doctor import coordination
+from doctor import keystone as ks
 from doctor.config import ConfigError, option
 
 RECOVERY_ACTIONS = ("none", "recreate")
@@ -24,10 +25,25 @@ class ConsumerConfig:
                                         "path)")
     auth_strategy: str = cfg.auth_strategy_option(
         "the consumer", "token: an alarm (POST to path) is taken only when signed with "
-                        "alarm_secret or when its URL carries ?token=<token>")
+                        "alarm_secret or when its URL carries ?token=<token>; keystone: "
+                        "only with a token of keystone_alarm_project_id (or an admin's)")
     token: str = cfg.token_option(
         "X-Auth-Token of GET and DELETE /failures; also accepted as ?token=<token> in the "
         "alarm action URL, for Aodh, which cannot sign (never logged)")
+    keystone_auth_url: str = ks.auth_url_option()
+    keystone_username: str = ks.username_option()
+    keystone_password: str = ks.password_option()
+    keystone_project_name: str = ks.project_name_option()
+    keystone_user_domain_name: str = ks.user_domain_option()
+    keystone_project_domain_name: str = ks.project_domain_option()
+    keystone_cafile: str = ks.cafile_option()
+    keystone_timeout_s: int = ks.timeout_option()
+    keystone_token_cache_s: int = ks.token_cache_option()
+    policy_file: str = ks.policy_file_option()
+    keystone_alarm_project_id: str = option(
+        "", help="with auth_strategy = keystone: the id of the project whose tokens may "
+                 "deliver alarms and read /failures: the alarm owner's project (Aodh's "
+                 "trust+http actions carry a trust-scoped token of it); admin tokens may too")
     alarm_secret: str = cfg.token_option(
         "an alarm is taken when its X-Doctor-Signature is sha256=<HMAC-SHA256 of the body "
         "under this secret, hex>: the embedded notifier's action_secret")
@@ -50,6 +66,11 @@ class ConsumerConfig:
 
     def __post_init__(self) -> None:
         cfg.check_auth("consumer", self.auth_strategy, self.token)
+        ks.check_config("consumer", self)
+        if self.auth_strategy == cfg.KEYSTONE and not self.keystone_alarm_project_id.strip():
+            raise ConfigError("keystone_alarm_project_id: required with auth_strategy = "
+                              "keystone; set it in the config file's [consumer] section or "
+                              "--keystone-alarm-project-id")
         if not self.path.startswith("/") or any(c.isspace() for c in self.path):
             raise ConfigError(f"path: {self.path!r} must start with / and have no spaces")
         if self.path == "/failures":

@@ -15,7 +15,9 @@ With ``auth_strategy = token`` (the default) an alarm is taken only when it is
 signed (``X-Doctor-Signature``, the embedded Notifier's HMAC under
 ``alarm_secret``), or its URL carries ``?token=<token>`` (real Aodh cannot sign),
 or it carries ``X-Auth-Token: <token>``; anything else is a 401 and is neither
-recorded nor acted on. ``/failures`` needs ``X-Auth-Token``.
+recorded nor acted on. ``/failures`` needs ``X-Auth-Token``. With ``auth_strategy =
+keystone`` every request needs a Keystone token that ``consumer.policies`` allows: one
+scoped to ``keystone_alarm_project_id`` (Aodh's ``trust+http`` actions) or an admin's.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any, Protocol
 
 from flask import Flask, Response, jsonify, request
 
+from consumer import policies
 from consumer.base import Consumer, Notification
 from consumer.config import ConsumerConfig
 from controller.base import HOST_DOWN, ControllerError, Host, NotFound, Server
@@ -43,6 +46,7 @@ from doctor.api import (
     token_matches,
     unauthorized,
 )
+from doctor.config import KEYSTONE
 from doctor.events import (
     MAX_TEXT,
     VIM_STATUS_UPDATE,
@@ -50,7 +54,9 @@ from doctor.events import (
     parse_ceilometer_event,
     traits,
 )
+from doctor.keystone import settings_of
 from doctor.logs import escape
+from doctor.policy import KeystoneGuard
 from doctor.profiler import Profiler
 from doctor.signing import SIGNATURE_HEADER, verify
 from doctor.wsgi import HttpServer
@@ -334,7 +340,15 @@ def create_app(consumer: SampleConsumer) -> Flask:
             return None
         return unauthorized()
 
-    app = json_app("consumer", config.token, config.auth_strategy, authenticate=authenticate)
+    guard = None
+    settings = settings_of(config)
+    if config.auth_strategy == KEYSTONE and settings is not None:
+        project = {"project_id": config.keystone_alarm_project_id}
+        guard = KeystoneGuard(settings, policies.RULES, policies.ENDPOINTS,
+                              {endpoint: (lambda _who: project)
+                               for endpoint in policies.ENDPOINTS})
+    app = json_app("consumer", config.token, config.auth_strategy, authenticate=authenticate,
+                   keystone=guard)
     limit_body(app, config.max_body_bytes)
 
     @app.post(consumer.config.path, endpoint="failure")

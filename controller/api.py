@@ -18,9 +18,12 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 
+from controller import policies
 from controller.base import VM_STATES, ControllerError, Host
 from controller.embedded import Inventory
 from doctor.api import ApiError, json_app, json_body
+from doctor.keystone import KeystoneSettings
+from doctor.policy import KeystoneGuard, PolicyDenied, current_identity
 
 ACTIONS = ("reset-state", "migrate")
 
@@ -49,10 +52,24 @@ def _action(body: Any) -> tuple[str, dict[str, Any]]:
     return name, _object(arguments, name)
 
 
-def create_app(inventory: Inventory, token: str = "", auth_strategy: str = "token") -> Flask:
+def create_app(inventory: Inventory, token: str = "", auth_strategy: str = "token",
+               keystone: KeystoneSettings | None = None) -> Flask:
     """The API over ``inventory``; every request needs ``token`` in ``X-Auth-Token``, unless
-    ``auth_strategy`` is noauth."""
-    app = json_app("controller", token, auth_strategy)
+    ``auth_strategy`` is noauth. With ``keystone`` (the settings of ``auth_strategy =
+    keystone``): a Keystone token, and ``controller.policies``' rules: a server's project
+    is the target of its rules, and host changes, resets and migrations are admin's."""
+    guard = (KeystoneGuard(keystone, policies.RULES, policies.ENDPOINTS)
+             if auth_strategy == "keystone" and keystone is not None else None)
+    app = json_app("controller", token, auth_strategy, keystone=guard)
+
+    def check(rule: str, project_id: str) -> None:
+        """With keystone: ``rule`` on an object of ``project_id`` (403 naming it)."""
+        if guard is not None:
+            guard.policy.enforce(rule, current_identity(), {"project_id": project_id})
+
+    def sees_all() -> bool:
+        return guard is None or guard.policy.allows(policies.SERVERS_LIST_ALL,
+                                                    current_identity())
 
     @app.errorhandler(ControllerError)
     def _controller_error(error: ControllerError) -> tuple[Response, int]:
@@ -63,29 +80,42 @@ def create_app(inventory: Inventory, token: str = "", auth_strategy: str = "toke
         host = request.args.get("host")
         if host is not None and not host.strip():
             raise ApiError(400, "host: must be a non-empty host name", "host")
-        return jsonify({"servers": [s.to_dict() for s in inventory.list_servers(host)]})
+        servers = inventory.list_servers(host)
+        if not sees_all():
+            if host is not None:  # which servers a host runs is the operator's to know
+                raise PolicyDenied(policies.SERVERS_LIST_ALL)
+            project = current_identity().project_id
+            servers = [s for s in servers if s.project_id == project]
+        return jsonify({"servers": [s.to_dict() for s in servers]})
 
     @app.post("/v1/servers")
     def create_server() -> tuple[Response, int]:
         body = _object(json_body(), "body")
-        server = inventory.create_server(_text(body, "name"), _text(body, "project_id"),
-                                         _text(body, "host"))
+        project_id = _text(body, "project_id")
+        check(policies.SERVERS_CREATE, project_id)
+        server = inventory.create_server(_text(body, "name"), project_id, _text(body, "host"))
         return jsonify({"server": server.to_dict()}), 201
 
     @app.get("/v1/servers/<server_id>")
     def show_server(server_id: str) -> Response:
         server = inventory.get_server(server_id)
+        check(policies.SERVERS_SHOW, server.project_id)
         status = inventory.host_status(server_id)
         return jsonify({"server": {**server.to_dict(), "host_status": status}})
 
     @app.delete("/v1/servers/<server_id>")
     def delete_server(server_id: str) -> tuple[str, int]:
+        if guard is not None:
+            check(policies.SERVERS_DELETE, inventory.get_server(server_id).project_id)
         inventory.delete_server(server_id)
         return "", 204
 
     @app.post("/v1/servers/<server_id>/action")
     def server_action(server_id: str) -> tuple[str, int]:
         name, arguments = _action(json_body())
+        if guard is not None:
+            check(policies.SERVERS_RESET_STATE if name == "reset-state"
+                  else policies.SERVERS_MIGRATE, inventory.get_server(server_id).project_id)
         if name == "reset-state":
             state = arguments.get("state", "error")
             if state not in VM_STATES:

@@ -13,7 +13,7 @@ from controller.base import VM_STATES, ControllerError
 from controller.client import ControllerClient
 from controller.config import ControllerConfig
 from doctor import config as cfg
-from doctor import logs
+from doctor import keystone, logs
 from doctor.daemon import Daemon
 from doctor.tables import table
 
@@ -70,7 +70,8 @@ def serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         # ImportError: the URL names a database whose driver is not installed.
         daemon.fail(1, f"[controller] database: cannot open it: {exc}")
     daemon.on_stop(inventory.close)
-    daemon.listen(create_app(inventory, config.token, config.auth_strategy), config.host,
+    daemon.listen(create_app(inventory, config.token, config.auth_strategy,
+                             keystone.settings_of(config)), config.host,
                   config.port, name="controller")
     LOG.info("inventory in %s; events to %s", engine.url.render_as_string(hide_password=True),
              ", ".join(config.notify_urls) or "nobody")

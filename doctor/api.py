@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -37,8 +37,15 @@ def unauthorized(what: str = TOKEN_HEADER) -> tuple[Response, int]:
     return jsonify({"error": f"missing or wrong {what}", "field": what}), 401
 
 
+class Guard(Protocol):
+    """What ``auth_strategy = keystone`` puts on an app (``doctor.policy.KeystoneGuard``)."""
+
+    def install(self, app: Flask) -> None: ...
+
+
 def json_app(name: str, token: str = "", auth_strategy: str = "token",
-             authenticate: Callable[[], tuple[Response, int] | None] | None = None) -> Flask:
+             authenticate: Callable[[], tuple[Response, int] | None] | None = None,
+             keystone: Guard | None = None) -> Flask:
     """A Flask app that answers errors in JSON and checks who is asking.
 
     ``auth_strategy = "token"`` (the default): every request must carry
@@ -47,11 +54,16 @@ def json_app(name: str, token: str = "", auth_strategy: str = "token",
     ``authenticate``, when given, replaces that check (a part whose routes take
     other credentials: it returns a 401 response, or None to let the request in).
     ``"noauth"``: anyone is answered.
+    ``"keystone"``: ``keystone`` (a ``doctor.policy.KeystoneGuard``, required) puts
+    keystonemiddleware around the app and checks each route's policy rule; ``token`` and
+    ``authenticate`` are not used.
     """
-    if auth_strategy not in ("token", "noauth"):
-        raise ValueError(f"auth_strategy: {auth_strategy!r} is not token or noauth")
+    if auth_strategy not in ("token", "noauth", "keystone"):
+        raise ValueError(f"auth_strategy: {auth_strategy!r} is not token, noauth or keystone")
     if auth_strategy == "token" and not token:
         raise ValueError(f"{name}: auth_strategy token needs a token")
+    if auth_strategy == "keystone" and keystone is None:
+        raise ValueError(f"{name}: auth_strategy keystone needs its Keystone settings")
     app = Flask(name)
     app.config.update(DEBUG=False, PROPAGATE_EXCEPTIONS=False, JSON_SORT_KEYS=False)
     limit_body(app, DEFAULT_MAX_BODY_BYTES)
@@ -61,6 +73,8 @@ def json_app(name: str, token: str = "", auth_strategy: str = "token",
         body: dict[str, Any] = {"error": error.message}
         if error.field is not None:  # "" too: a body's key may be empty
             body["field"] = error.field
+        if getattr(error, "rule", None):  # a policy's 403 names its rule
+            body["rule"] = error.rule  # type: ignore[attr-defined]
         return jsonify(body), error.status
 
     @app.errorhandler(HTTPException)
@@ -87,6 +101,8 @@ def json_app(name: str, token: str = "", auth_strategy: str = "token",
             return unauthorized()
 
         app.before_request(authenticate or _check_token)
+    elif auth_strategy == "keystone" and keystone is not None:
+        keystone.install(app)
 
     return app
 

@@ -350,8 +350,8 @@ def profile_option(what: str = "latency checkpoints") -> Any:
     return option("", help=f"append {what} to this file (JSON lines, mode 0600)")
 
 
-TOKEN, NOAUTH = "token", "noauth"
-AUTH_STRATEGIES = (TOKEN, NOAUTH)
+TOKEN, NOAUTH, KEYSTONE = "token", "noauth", "keystone"
+AUTH_STRATEGIES = (TOKEN, NOAUTH, KEYSTONE)
 
 
 def _auth_strategy(text: str) -> str:
@@ -363,12 +363,16 @@ def _auth_strategy(text: str) -> str:
 
 def auth_strategy_option(what: str = "the REST API", note: str = "") -> Any:
     """The ``auth_strategy`` field: who ``what`` answers. ``token`` (the default): only
-    requests carrying the part's ``token`` in X-Auth-Token; ``noauth``: anyone. ``note``
-    ends the help (what else the strategy decides for this part)."""
+    requests carrying the part's ``token`` in X-Auth-Token; ``noauth``: anyone;
+    ``keystone``: a valid Keystone token, and what it may do is the policy's
+    (``doctor.keystone``, ``doctor.policy``). ``note`` ends the help (what else the strategy
+    decides for this part)."""
     return option(TOKEN, parse=_auth_strategy,
                   help=f"who {what} answers: token (every request carries the token option "
-                       "as X-Auth-Token; the part refuses to start without one) or noauth "
-                       "(anyone; a warning at start)" + (f". {note}" if note else ""))
+                       "as X-Auth-Token; the part refuses to start without one), noauth "
+                       "(anyone; a warning at start) or keystone (a Keystone token, checked "
+                       "by keystonemiddleware with the keystone_* options; what it may do is "
+                       "the oslo.policy rules)" + (f". {note}" if note else ""))
 
 
 def token_option(help: str) -> Any:

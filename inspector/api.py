@@ -13,7 +13,8 @@
   Name, Process Id, Hostname, Created At), read from the coordination
   backend; 503 naming the backend when it cannot be reached.
 Every request needs the configured token in ``X-Auth-Token`` (unless ``auth_strategy =
-noauth``).
+noauth``); with ``auth_strategy = keystone`` a Keystone token that ``inspector.policies``
+allows (admin).
 """
 
 from __future__ import annotations
@@ -23,13 +24,21 @@ from flask import Flask, Response, jsonify
 from doctor import coordination
 from doctor.api import ApiError, json_app, json_body
 from doctor.events import EventError, parse_ceilometer_events, parse_host_events
+from doctor.keystone import KeystoneSettings
+from doctor.policy import KeystoneGuard
+from inspector import policies
 from inspector.service import InspectorService
 
 
 def create_app(service: InspectorService, token: str, coordination_url: str | None = None,
                heartbeat_timeout_s: float = coordination.DEFAULT_HEARTBEAT_TIMEOUT_S,
-               auth_strategy: str = "token") -> Flask:
-    app = json_app("doctor-inspector", token, auth_strategy)
+               auth_strategy: str = "token", keystone: KeystoneSettings | None = None
+               ) -> Flask:
+    """The app; with ``auth_strategy = keystone``, ``keystone`` holds the settings, and
+    ``inspector.policies``' rules say who may do what (every route: admin)."""
+    guard = (KeystoneGuard(keystone, policies.RULES, policies.ENDPOINTS)
+             if auth_strategy == "keystone" and keystone is not None else None)
+    app = json_app("doctor-inspector", token, auth_strategy, keystone=guard)
     config = service.config
     coordination.load_tooz()  # not first in a server thread (see load_tooz)
 

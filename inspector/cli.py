@@ -7,7 +7,7 @@ import os
 import sys
 
 from controller.base import Controller
-from doctor import coordination, drivers
+from doctor import coordination, drivers, keystone
 from doctor.daemon import Daemon, daemon_parser
 from inspector.config import InspectorConfig
 from notifier.base import EventPublisher
@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
             f"doctor-inspector-{coordination.local_hostname()}-{config.port or os.getpid()}"
         NovaListener(config.nova_transport_url, service.on_notifications, pool=pool).start()
     daemon.listen(create_app(service, config.token, config.coordination_url,
-                             config.heartbeat_timeout_s, config.auth_strategy), config.host,
+                             config.heartbeat_timeout_s, config.auth_strategy,
+                             keystone.settings_of(config)), config.host,
                   config.port, name="inspector")
     daemon.register(SERVICE_NAME, config)
     return daemon.run()

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from doctor import config as cfg
 from doctor import coordination, drivers
+from doctor import keystone as ks
 from doctor.config import ConfigError, option
 from doctor.store import database_option
 
@@ -21,6 +22,16 @@ class InspectorConfig:
     auth_strategy: str = cfg.auth_strategy_option()
     token: str = cfg.token_option("clients (monitors, the controller) send it as X-Auth-Token; "
                                   "requests without it get 401 (never logged)")
+    keystone_auth_url: str = ks.auth_url_option()
+    keystone_username: str = ks.username_option()
+    keystone_password: str = ks.password_option()
+    keystone_project_name: str = ks.project_name_option()
+    keystone_user_domain_name: str = ks.user_domain_option()
+    keystone_project_domain_name: str = ks.project_domain_option()
+    keystone_cafile: str = ks.cafile_option()
+    keystone_timeout_s: int = ks.timeout_option()
+    keystone_token_cache_s: int = ks.token_cache_option()
+    policy_file: str = ks.policy_file_option()
     database: str = database_option("inspector", "the event log (accepted events are "
                                                  "stored here before the 202)")
     controller: str = option("embedded", help="controller driver (entry points "
@@ -96,6 +107,7 @@ class InspectorConfig:
 
     def __post_init__(self) -> None:
         cfg.check_auth("inspector", self.auth_strategy, self.token)
+        ks.check_config("inspector", self)
         for name, namespace in (("controller", drivers.CONTROLLER),
                                 ("notifier", drivers.NOTIFIER)):
             known = drivers.names(namespace)

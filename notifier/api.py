@@ -34,13 +34,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from doctor.api import ApiError, json_app, json_body
-from doctor.config import NOAUTH, TOKEN
+from doctor.config import KEYSTONE, NOAUTH, TOKEN
 from doctor.events import EventError, parse_ceilometer_events
-from notifier import query
+from doctor.keystone import KeystoneSettings
+from doctor.policy import KeystoneGuard, current_identity
+from notifier import policies, query
 from notifier.base import PublishError
 from notifier.caller import Caller, CallerAuth, current_caller
 from notifier.embedded import AlarmConflict, AlarmNotFound, AlarmQuotaExceeded, EmbeddedNotifier
@@ -50,7 +52,8 @@ from notifier.validation import validate_alarm
 
 
 def create_app(service: EmbeddedNotifier, token: str = "", auth_strategy: str = TOKEN,
-               callers: Iterable[tuple[str, Caller]] = ()) -> Flask:
+               callers: Iterable[tuple[str, Caller]] = (),
+               keystone: KeystoneSettings | None = None) -> Flask:
     """The Notifier's Flask app.
 
     ``auth_strategy = token``: every request needs a known X-Auth-Token: ``token`` (the
@@ -58,11 +61,25 @@ def create_app(service: EmbeddedNotifier, token: str = "", auth_strategy: str = 
     ``service``) or one of ``callers`` ((token, caller), from the ``api_tokens_file``).
     ``noauth``: as Aodh in noauth mode, the caller is read from the X-User-Id,
     X-Project-Id and X-Roles headers, and anyone may post events.
+    ``keystone`` (``auth_strategy = keystone``'s settings): the caller is the Keystone
+    token's user and project, and ``notifier.policies`` decides.
     """
-    auth = CallerAuth(auth_strategy, token, callers)
-    app = json_app("notifier", token, auth_strategy, authenticate=auth)
-    if auth_strategy == NOAUTH:
-        app.before_request(auth)  # it marks the request: the headers name the caller
+    if auth_strategy == KEYSTONE:
+        if keystone is None:
+            raise ValueError("auth_strategy keystone needs its Keystone settings")
+        guard = KeystoneGuard(keystone, policies.RULES, policies.ENDPOINTS)
+        app = json_app("notifier", token, auth_strategy, keystone=guard)
+
+        @app.before_request
+        def _caller() -> None:  # after the guard: the token's identity, its policy's admin
+            who = current_identity()
+            g.doctor_caller = Caller(who.user_id, who.project_id, who.roles, admin=(
+                guard.policy.allows(policies.ALARMS_ALL_PROJECTS, who)))
+    else:
+        auth = CallerAuth(auth_strategy, token, callers)
+        app = json_app("notifier", token, auth_strategy, authenticate=auth)
+        if auth_strategy == NOAUTH:
+            app.before_request(auth)  # it marks the request: the headers name the caller
 
     # Aodh's error shape too: aodhclient shows error_message.faultstring to its user.
     @app.errorhandler(ApiError)

@@ -1,6 +1,6 @@
 """Who is asking the Notifier's ``/v2`` API, and whether ``POST /v1/events`` is the service.
 
-Two strategies, as ``[notifier] auth_strategy`` says:
+Three strategies, as ``[notifier] auth_strategy`` says:
 
 - ``token`` (the default): the caller is whoever its ``X-Auth-Token`` is, never what a
   header claims. The part's own ``token`` is the service (the inspector, the controller,
@@ -8,6 +8,9 @@ Two strategies, as ``[notifier] auth_strategy`` says:
   ``service``. The ``api_tokens_file`` names the other callers: one INI section per caller,
   with ``token``, ``user_id``, ``project_id`` and ``roles`` (mode 0600). ``X-User-Id``,
   ``X-Project-Id`` and ``X-Roles`` are ignored, so one project cannot act as another.
+- ``keystone``: the caller is the Keystone token's user and project (keystonemiddleware
+  validated it and set the identity headers, after removing any the client sent), and
+  ``notifier.policies`` decides what it may do; admin is its ``notifier:alarms:all_projects``.
 - ``noauth``: Aodh's noauth mode. The caller is whoever ``X-User-Id``, ``X-Project-Id`` and
   ``X-Roles`` name (aodhclient's ``aodh-noauth`` plugin sends them); anyone may post events.
 
@@ -42,10 +45,13 @@ class Caller:
     user_id: str
     project_id: str
     roles: frozenset[str]
+    # Whether the caller is an admin, when a policy decided it (auth_strategy = keystone);
+    # None: the admin role says so.
+    admin: bool | None = None
 
     @property
     def is_admin(self) -> bool:
-        return "admin" in self.roles
+        return "admin" in self.roles if self.admin is None else self.admin
 
     def may_see(self, alarm: dict[str, Any]) -> bool:
         return self.is_admin or alarm.get("project_id") == self.project_id

@@ -8,6 +8,7 @@ import sys
 
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
+from doctor import keystone
 from doctor.daemon import Daemon, daemon_parser
 from notifier.config import NotifierConfig
 
@@ -90,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         daemon.fail(1, f"[notifier] database: cannot open the alarm store: "
                        f"{type(exc).__name__}: {getattr(exc, 'orig', None) or exc}")
     daemon.on_stop(service.stop)
-    server = daemon.listen(create_app(service, config.token, config.auth_strategy, callers),
+    server = daemon.listen(create_app(service, config.token, config.auth_strategy, callers,
+                                      keystone.settings_of(config)),
                            config.host, config.port, what="[notifier] host/port: ",
                            threads=16, name="notifier")
     service.listening_at(config.host, server.port)  # alarm actions may not target it

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from doctor import config as cfg
 from doctor import coordination
+from doctor import keystone as ks
 from doctor.config import ConfigError, option
 from doctor.store import database_option
 from notifier.targets import DEFAULT_DENY, check_entry, parse_allow, parse_endpoint
@@ -32,6 +33,16 @@ class NotifierConfig:
         "the service's token (the inspector, the controller, doctor-vim send it as "
         "X-Auth-Token): the only one POST /v1/events accepts; on /v2 it acts as admin of "
         "project service (never logged)")
+    keystone_auth_url: str = ks.auth_url_option()
+    keystone_username: str = ks.username_option()
+    keystone_password: str = ks.password_option()
+    keystone_project_name: str = ks.project_name_option()
+    keystone_user_domain_name: str = ks.user_domain_option()
+    keystone_project_domain_name: str = ks.project_domain_option()
+    keystone_cafile: str = ks.cafile_option()
+    keystone_timeout_s: int = ks.timeout_option()
+    keystone_token_cache_s: int = ks.token_cache_option()
+    policy_file: str = ks.policy_file_option()
     api_tokens_file: str = option(
         "", help="with auth_strategy = token: an INI file (mode 0600) of the /v2 callers, one "
                  "section per caller with token, user_id, project_id, roles (comma "
@@ -80,6 +91,7 @@ class NotifierConfig:
 
     def __post_init__(self) -> None:
         cfg.check_auth("notifier", self.auth_strategy, self.token)
+        ks.check_config("notifier", self)
         if not self.host.strip():
             raise ConfigError("host: must not be empty")
         if not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", self.database):

@@ -21,6 +21,9 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 
 from doctor.api import ApiError, json_app, json_body
+from doctor.keystone import KeystoneSettings
+from doctor.policy import KeystoneGuard
+from vim import policies
 from vim.spec import CONFIG_KEYS, VimSpecError, resolve_ipv4, validate
 from vim.store import VERDICTS, DuplicateName, VimStore
 
@@ -45,10 +48,14 @@ def _address(auth_url: str) -> str:
 
 
 def create_app(store: VimStore, token: str, manager: Any = None,
-               auth_strategy: str = "token") -> Flask:
+               auth_strategy: str = "token", keystone: KeystoneSettings | None = None
+               ) -> Flask:
     """The app; ``manager`` (a MonitorManager) is poked after every change. Every request
-    needs ``token`` in X-Auth-Token, unless ``auth_strategy`` is noauth."""
-    app = json_app("doctor-vim", token, auth_strategy)
+    needs ``token`` in X-Auth-Token, unless ``auth_strategy`` is noauth; with keystone
+    (``keystone``: its settings) a Keystone token that ``vim.policies`` allows (admin)."""
+    guard = (KeystoneGuard(keystone, policies.RULES, policies.ENDPOINTS)
+             if auth_strategy == "keystone" and keystone is not None else None)
+    app = json_app("doctor-vim", token, auth_strategy, keystone=guard)
 
     def poke() -> None:
         if manager is not None:

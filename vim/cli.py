@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from doctor import coordination
+from doctor import coordination, keystone
 from doctor.daemon import Daemon, daemon_parser
 from vim.config import VimConfig
 
@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     except RawSocketPermissionError as exc:
         daemon.fail(1, str(exc))
     daemon.on_stop(manager.stop)
-    daemon.listen(create_app(store, config.token, manager, config.auth_strategy), config.host,
+    daemon.listen(create_app(store, config.token, manager, config.auth_strategy,
+                             keystone.settings_of(config)), config.host,
                   config.port, name="vim")
     daemon.register(SERVICE_NAME, config)
     if config.share_group:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from doctor import config as cfg
 from doctor import coordination
+from doctor import keystone as ks
 from doctor.config import ConfigError, option
 from doctor.store import database_option, state_dir
 from monitor.config import parse_ipv4
@@ -28,6 +29,16 @@ class VimConfig:
     auth_strategy: str = cfg.auth_strategy_option()
     token: str = cfg.token_option("clients send it as X-Auth-Token; requests without it get 401 "
                                   "(never logged)")
+    keystone_auth_url: str = ks.auth_url_option()
+    keystone_username: str = ks.username_option()
+    keystone_password: str = ks.password_option()
+    keystone_project_name: str = ks.project_name_option()
+    keystone_user_domain_name: str = ks.user_domain_option()
+    keystone_project_domain_name: str = ks.project_domain_option()
+    keystone_cafile: str = ks.cafile_option()
+    keystone_timeout_s: int = ks.timeout_option()
+    keystone_token_cache_s: int = ks.token_cache_option()
+    policy_file: str = ks.policy_file_option()
     database: str = database_option("vim", "the VIM table (PostgreSQL when several "
                                            "servers share it)")
     key_file: str = option(default_factory=lambda: os.path.join(state_dir(), "vim.key"),
@@ -87,5 +98,6 @@ class VimConfig:
 
     def __post_init__(self) -> None:
         cfg.check_auth("vim", self.auth_strategy, self.token)
+        ks.check_config("vim", self)
         if self.notifier_url and not re.match(r"^https?://[^/\s]+", self.notifier_url):
             raise ConfigError(f"notifier_url: {self.notifier_url!r} is not an http(s) URL")

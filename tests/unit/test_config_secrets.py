@@ -24,11 +24,13 @@ ROOT = Path(__file__).resolve().parents[2]
 SECRETS = {
     "monitor": (MonitorConfig, {"inspector_token"}),
     "inspector": (InspectorConfig, {"token", "controller_token", "notifier_token",
-                                    "aodh_transport_url", "nova_transport_url"}),
-    "controller": (ControllerConfig, {"token", "notify_token"}),
-    "notifier": (NotifierConfig, {"token", "action_secret"}),
-    "consumer": (ConsumerConfig, {"token", "alarm_secret", "controller_token"}),
-    "vim": (VimConfig, {"token", "notifier_token"}),
+                                    "aodh_transport_url", "nova_transport_url",
+                                    "keystone_password"}),
+    "controller": (ControllerConfig, {"token", "notify_token", "keystone_password"}),
+    "notifier": (NotifierConfig, {"token", "action_secret", "keystone_password"}),
+    "consumer": (ConsumerConfig, {"token", "alarm_secret", "controller_token",
+                                  "keystone_password"}),
+    "vim": (VimConfig, {"token", "notifier_token", "keystone_password"}),
 }
 API_PARTS = {"inspector": ["inspector.cli"], "controller": ["controller.cli", "serve"],
              "notifier": ["notifier.cli"], "consumer": ["consumer.cli"], "vim": ["vim.cli"]}
@@ -134,12 +136,12 @@ def test_every_api_part_answers_only_with_a_token_by_default_and_refuses_to_star
             f"DOCTOR_{section.upper()}_TOKEN, or write auth_strategy = noauth") in result.stderr
 
 
-def test_auth_strategy_is_token_or_noauth():
+def test_auth_strategy_is_token_noauth_or_keystone():
     assert cfg.build(ControllerConfig, "controller", {"auth_strategy": " NoAuth "}
                      ).auth_strategy == "noauth"
-    with pytest.raises(cfg.ConfigError, match=r"\[controller\] auth_strategy: 'keystone' is "
-                                              r"not one of token, noauth"):
-        cfg.build(ControllerConfig, "controller", {"auth_strategy": "keystone", "token": "t"})
+    with pytest.raises(cfg.ConfigError, match=r"\[controller\] auth_strategy: 'kerberos' is "
+                                              r"not one of token, noauth, keystone"):
+        cfg.build(ControllerConfig, "controller", {"auth_strategy": "kerberos", "token": "t"})
 
 
 def test_noauth_warns_at_start_that_the_api_answers_anyone(caplog, monkeypatch):

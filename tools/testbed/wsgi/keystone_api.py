@@ -1,4 +1,4 @@
-"""Keystone under gunicorn.
+"""Keystone under gunicorn (the bed's, and testkit.keystone_server's throw-away ones).
 
 Keystone's WSGI application parses ``sys.argv`` with oslo.config, which rejects gunicorn's own
 options: clear it before the application is built. The configuration comes from
