@@ -19,6 +19,7 @@ import pytest
 
 from doctor.config import build
 from doctor.events import HOST_DOWN, HostEvent
+from doctor.openstack import open_cloud
 from doctor.store import make_engine
 from inspector.cli import build_controller, build_publisher
 from inspector.config import InspectorConfig
@@ -260,3 +261,69 @@ def test_the_nova_driver_works_across_the_expiry_of_its_first_token(tmp_path, no
         assert compute.forced_down
     finally:
         service.stop()
+
+
+def test_aodhs_trust_action_reaches_a_keystone_consumer_with_a_trust_token(tmp_path, nova,
+                                                                           servers):
+    """With Keystone: an alarm whose action is ``trust+http://`` (the VNFM's, a member) fires
+    through Nova -> Ceilometer -> Aodh, and Aodh posts with a token of the trust the VNFM
+    gave Aodh's user; the consumer, with auth_strategy = keystone, takes it because it is
+    scoped to the VNFM's project, and answers nobody without a token."""
+    import subprocess
+    import sys
+
+    import requests
+    import yaml
+
+    from testkit.eventsink import free_port
+
+    require_keystone_bed()
+    with open(ENV["DOCTOR_CLOUDS_YAML"], encoding="utf-8") as handle:
+        operator = yaml.safe_load(handle)["clouds"][ENV["DOCTOR_OS_CLOUD"]]["auth"]
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "DOCTOR_STATE_DIR": str(tmp_path / "state"),
+           # the consumer validates tokens as the operator (admin); never on its command line
+           "DOCTOR_CONSUMER_KEYSTONE_PASSWORD": operator["password"]}
+    log_path = tmp_path / "consumer.log"
+    with open(log_path, "w") as log:
+        consumer = subprocess.Popen(
+            [sys.executable, "-m", "consumer.cli", "--port", str(port), "--auth-strategy",
+             "keystone", "--keystone-auth-url", operator["auth_url"], "--keystone-username",
+             operator["username"], "--keystone-project-name", operator["project_name"],
+             "--keystone-alarm-project-id", ENV["DOCTOR_PROJECT_ID"],
+             "--coordination-url", f"file://{tmp_path / 'coordination'}"],
+            stdout=log, stderr=subprocess.STDOUT, env=env)
+    aodh = cloud_aodh_client(ENV)
+    alarm = None
+    try:
+        def answers() -> bool:
+            try:
+                return requests.get(url + "/failures", timeout=2).status_code == 401
+            except requests.ConnectionError:
+                assert consumer.poll() is None, log_path.read_text()
+                return False
+
+        wait_until(answers, 30, "the consumer to answer (401 without a token)")
+        vm = servers[0]
+        alarm = aodh.alarm.create(vm_error_alarm(vm, f"trust+{url}/failure"))["alarm_id"]
+        wait_alarms_seen(time.monotonic(), aodh_cache_ttl_s(openstack=True))
+        nova.servers.reset_state(vm, "error")  # the operator; the alarm is the VNFM's
+        vnfm = {"X-Auth-Token": vnfm_cloud(ENV).session.get_token()}
+
+        def delivered() -> list:
+            answer = requests.get(url + "/failures", headers=vnfm, timeout=5)
+            assert answer.status_code == 200, answer.text
+            return [n for n in answer.json() if n.get("alarm_id") == alarm]
+
+        [notice] = wait_until(delivered, 60, "Aodh's trust+http POST at the consumer")
+        assert notice["instance_id"] == vm
+        other = open_cloud(ENV["DOCTOR_OTHER_CLOUD"]).session  # a member of another project
+        refused = requests.get(url + "/failures", timeout=5,
+                               headers={"X-Auth-Token": other.get_token()})
+        assert refused.status_code == 403, refused.text
+    finally:
+        if alarm is not None:
+            aodh.alarm.delete(alarm)
+        consumer.terminate()
+        consumer.wait(10)
