@@ -23,6 +23,7 @@ import os
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 T = TypeVar("T")
 
@@ -42,12 +43,16 @@ def option(
     flag: bool = True,
     default_doc: str = "",
     secret: bool = False,
+    url_with_password: bool = False,
 ) -> Any:
     """A documented config field. ``parse`` turns one text value into the field's value;
     ``default_doc`` describes a default computed at run time (e.g. "the host name");
-    ``secret``: never a flag, read from the config file or ``env_name(section, name)``."""
+    ``secret``: never a flag, read from the config file or ``env_name(section, name)``;
+    ``url_with_password``: a URL that may hold a password (a database, a coordination
+    backend): a flag only without one, else the config file or ``env_name(section, name)``."""
     meta = {"help": help, "min": min, "max": max, "parse": parse,
-            "flag": flag and not secret, "default_doc": default_doc, "secret": secret}
+            "flag": flag and not secret, "default_doc": default_doc, "secret": secret,
+            "url_with_password": url_with_password}
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     if isinstance(default, list):
@@ -212,13 +217,27 @@ def flag_values(args: argparse.Namespace, cls: type) -> dict[str, str]:
     return {k: v for k, v in vars(args).items() if k in names and v is not None}
 
 
+def from_environment(field: dataclasses.Field) -> bool:
+    """Whether the option may come from ``env_name(section, name)``: a secret, or a URL
+    that may hold a password."""
+    return is_secret(field) or bool(field.metadata.get("url_with_password"))
+
+
+def _has_password(value: Any) -> bool:
+    try:
+        return bool(urlsplit(str(value)).password)
+    except ValueError:  # a malformed URL: its own field's check says so
+        return False
+
+
 def env_values(cls: type, section: str, environ: Mapping[str, str] | None = None
                ) -> dict[str, str]:
-    """The secret options of ``cls`` set (non-empty) in the environment, by field name."""
+    """The options of ``cls`` that may come from the environment (secrets, URLs that may hold
+    a password) set there (non-empty), by field name."""
     environ = os.environ if environ is None else environ
     found = {}
     for field in dataclasses.fields(cls):
-        if is_secret(field) and environ.get(env_name(section, field.name)):
+        if from_environment(field) and environ.get(env_name(section, field.name)):
             found[field.name] = environ[env_name(section, field.name)]
     return found
 
@@ -251,6 +270,9 @@ def doc_table(cls: type, section: str, skip: Iterable[str] = ()) -> str:
         if is_secret(field):
             meaning += (f". Secret: the config file or `{env_name(section, field.name)}`, "
                         "never a flag")
+        elif field.metadata.get("url_with_password"):
+            meaning += (f". With a password: the config file or "
+                        f"`{env_name(section, field.name)}`, never a flag")
         rows.append(f"| `{field.name}` | `{default}` | {meaning} |")
     return "\n".join(rows)
 
@@ -282,6 +304,14 @@ def load(cls: type[T], section: str, config_file: str | None,
         if secret:
             raise ConfigError(f"[{section}] {secret[0]}: a secret is never taken from flags; "
                               f"set it in the config file or {env_name(section, secret[0])}")
+        with_password = [f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+                         if f.metadata.get("url_with_password") and f.name in flags
+                         and _has_password(flags[f.name])]
+        if with_password:
+            name = with_password[0]
+            raise ConfigError(f"[{section}] {name}: a URL with a password is never taken from "
+                              f"flags (ps shows them to every user); set it in the config file "
+                              f"or {env_name(section, name)}")
         values.update(flags)
         sources.append("flags")
     return build(cls, section, values, " and ".join(sources))

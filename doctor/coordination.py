@@ -482,7 +482,7 @@ def url_option() -> Any:
     """The ``coordination_url`` config field (declared here once, used by every role)."""
     from doctor.config import option
 
-    return option(default_factory=default_url, parse=parse_url,
+    return option(default_factory=default_url, parse=parse_url, url_with_password=True,
                   default_doc="file://$DOCTOR_STATE_DIR/coordination",
                   help="tooz URL of the service list: file://DIR (one machine, no server), "
                        "redis://[:PASSWORD@]HOST:PORT, zookeeper://HOST:PORT, ...; the "

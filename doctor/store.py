@@ -36,7 +36,7 @@ def database_option(role: str, what: str) -> Any:
     from doctor.config import option
 
     return option(default_factory=lambda: default_url(role),
-                  default_doc=f"sqlite:///$DOCTOR_STATE_DIR/{role}.db",
+                  default_doc=f"sqlite:///$DOCTOR_STATE_DIR/{role}.db", url_with_password=True,
                   help=f"SQLAlchemy URL of {what}")
 
 

@@ -159,3 +159,26 @@ def test_noauth_warns_at_start_that_the_api_answers_anyone(caplog, monkeypatch):
     monkeypatch.setenv("DOCTOR_CONSUMER_TOKEN", "t")
     config, warnings = started([])
     assert (config.auth_strategy, config.token, warnings) == ("token", "t", [])
+
+
+def test_a_url_with_a_password_is_refused_as_a_flag_and_taken_from_the_environment():
+    """A database or coordination URL may hold a password: ps would show it on a command
+    line, so there it must come from the config file or DOCTOR_<SECTION>_<OPTION>."""
+    from doctor.config import ConfigError, load
+    from vim.config import VimConfig
+
+    url = "postgresql+psycopg://doctor:s3cret@db.example:5432/vim"
+    with pytest.raises(ConfigError) as raised:
+        load(VimConfig, "vim", None, flags={"database": url},
+             environ={"DOCTOR_VIM_TOKEN": "t"})
+    assert "[vim] database: a URL with a password is never taken from flags" in str(raised.value)
+    assert "DOCTOR_VIM_DATABASE" in str(raised.value) and "s3cret" not in str(raised.value)
+    config = load(VimConfig, "vim", None, environ={"DOCTOR_VIM_TOKEN": "t",
+                                                   "DOCTOR_VIM_DATABASE": url,
+                                                   "DOCTOR_VIM_COORDINATION_URL":
+                                                   "redis://:pw@127.0.0.1:6379"})
+    assert config.database == url and config.coordination_url == "redis://:pw@127.0.0.1:6379"
+    # Without a password a flag is fine, as before.
+    plain = load(VimConfig, "vim", None, flags={"database": "sqlite:////tmp/v.db"},
+                 environ={"DOCTOR_VIM_TOKEN": "t"})
+    assert plain.database == "sqlite:////tmp/v.db"
