@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     service.start()
     daemon.on_stop(service.stop)
     if config.controller == "nova" and config.nova_transport_url:
-        from inspector.nova_listener import NovaListener
+        from doctor.nova_listener import NovaListener
 
         pool = config.nova_listener_pool or \
             f"doctor-inspector-{coordination.local_hostname()}-{config.port or os.getpid()}"

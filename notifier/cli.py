@@ -97,6 +97,15 @@ def main(argv: list[str] | None = None) -> int:
                            threads=16, name="notifier")
     service.listening_at(config.host, server.port)  # alarm actions may not target it
     service.start()
+    if config.nova_transport_url:
+        from doctor import coordination
+        from doctor.nova_listener import NovaListener
+
+        pool = config.nova_listener_pool or \
+            f"doctor-notifier-{coordination.local_hostname()}-{server.port}"
+        listener = NovaListener(config.nova_transport_url, service.submit, pool=pool)
+        listener.start()
+        daemon.on_stop(listener.stop)
     LOG.info("doctor-notifier serving Aodh's alarm API on %s", server.url)
     daemon.register("Notifier", config)
     return daemon.run()

@@ -51,6 +51,17 @@ class NotifierConfig:
     action_secret: str = cfg.token_option(
         "sign every alarm action: X-Doctor-Signature: sha256=<HMAC-SHA256 of the body under "
         "this secret, hex> (the consumer's alarm_secret); empty: unsigned (never logged)")
+    nova_transport_url: str = option(
+        "", secret=True,
+        help="oslo.messaging URL of Nova's notification bus: the notifier then evaluates "
+             "Nova's compute.instance.* notifications against its alarms itself, as "
+             "Ceilometer would turn them into events for Aodh (a cloud without Telemetry; the "
+             "conservative path); empty: only the events posted to /v1/events")
+    nova_listener_pool: str = option(
+        "", default_doc="doctor-notifier-HOSTNAME-PORT",
+        help="with nova_transport_url: the listener's pool, i.e. its own queue of Nova's "
+             "notifications (stable across restarts, so what Nova said meanwhile is still "
+             "delivered)")
     max_events_per_request: int = cfg.max_events_option("POST /v1/events")
     project_alarm_quota: int = option(
         10_000, min=1, max=10_000_000,

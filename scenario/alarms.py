@@ -57,7 +57,7 @@ def cloud_aodh_client(env: dict[str, str], project_id: str = "") -> Any:
 def vnfm_aodh_client(pipeline: Any, project_id: str) -> Any:
     """The VNFM's aodhclient for a pipeline: on real Aodh ``cloud_aodh_client``; on the
     embedded notifier the VNFM's token (its project is ``pipeline.vnfm_project``)."""
-    if pipeline.openstack is not None:
+    if pipeline.aodh:
         return cloud_aodh_client(pipeline.openstack, project_id)
     if project_id != pipeline.vnfm_project:
         raise ValueError(f"the embedded notifier knows the VNFM's project "

@@ -131,12 +131,17 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("doctor run: error: --vm-count (VM_COUNT) must be >= 1")
     if args.failed_host == args.healthy_host:
         raise SystemExit("doctor run: error: --failed-host and --healthy-host must differ")
+    if args.notifier == "aodh" and args.installer != "openstack":
+        raise SystemExit("doctor run: error: --notifier aodh needs --installer openstack")
+    notifier = args.notifier or ("aodh" if args.installer == "openstack" else "embedded")
     env = openstack_env(args.os_cloud, vnfm_cloud=args.vnfm_cloud) \
         if args.installer == "openstack" else None
     workdir = args.workdir or tempfile.mkdtemp(prefix="doctor-run-")
-    pipeline = Pipeline(workdir, shortcut=args.path == "shortcut", openstack=env)
+    pipeline = Pipeline(workdir, shortcut=args.path == "shortcut", openstack=env,
+                        notifier=notifier)
     result: dict[str, Any] = {"vm_count": args.vm_count, "path": args.path,
                               "installer": args.installer, "failed_host": args.failed_host,
+                              "notifier": notifier,
                               "workdir": workdir}
     try:
         with TestHostNetwork(prefix="drun", index=args.index) as net:
@@ -171,7 +176,8 @@ def _run_steps(args: argparse.Namespace, net: TestHostNetwork, pipeline: Pipelin
     hosts = [failed, args.healthy_host]
     step(f"creating test hosts {', '.join(hosts)} and a gateway as network namespaces")
     net.add_hosts([*hosts, "gateway"])
-    parts = "inspector, consumer (Nova, Aodh)" if pipeline.openstack else \
+    parts = ("inspector, consumer (Nova, Aodh)" if pipeline.aodh else
+             "notifier, inspector, consumer (Nova)") if pipeline.openstack else \
         "controller, notifier, inspector, consumer"
     step(f"starting {parts} ({args.path} path; logs in {pipeline.workdir})")
     pipeline.start()
@@ -198,7 +204,7 @@ def _run_steps(args: argparse.Namespace, net: TestHostNetwork, pipeline: Pipelin
             # inspector's periodic resync (every 60 s by default) brings the VM in.
             wait_for("the inspector to map the VMs to their host",
                      lambda: inspector_host(pipeline, failed).get("servers") == len(vms), 75)
-            wait_alarms_seen(created_at, aodh_cache_ttl_s(pipeline.openstack is not None))
+            wait_alarms_seen(created_at, aodh_cache_ttl_s(pipeline.aodh))
             return _fail_and_measure(net, pipeline, cloud, vms, monitor, step, result, failed)
         finally:
             for alarm in alarms:
@@ -283,6 +289,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"stands in for it; default {FAILED_HOST})")
     parser.add_argument("--healthy-host", default=HEALTHY_HOST, metavar="HOST",
                         help=f"a compute host that stays up (default {HEALTHY_HOST})")
+    parser.add_argument("--notifier", choices=("aodh", "embedded"), default=None,
+                        help="--installer openstack: aodh (real Aodh, its default) or embedded "
+                             "(the embedded notifier beside Nova, serving Aodh's alarm API, for "
+                             "a cloud without Telemetry; on the conservative path it listens "
+                             "to Nova's notifications on DOCTOR_TRANSPORT_URL itself)")
     parser.add_argument("--path", choices=("shortcut", "conservative"), default="shortcut",
                         help="shortcut: the inspector notifies the VM errors itself; "
                              "conservative: only the controller's own notifications do")

@@ -91,6 +91,9 @@ class Pipeline:
     # The test bed's variables (tools/testbed/openstack.sh env): Nova and Aodh replace the
     # embedded controller and notifier; None: the embedded default.
     openstack: dict[str, str] | None = None
+    # With ``openstack``: the notifier is real Aodh ("aodh"), or the embedded one beside Nova
+    # ("embedded": a cloud without Telemetry; the VNFM's project is the servers').
+    notifier: str = "aodh"
     token: str = field(default_factory=lambda: secrets.token_hex(16))
     # The notifier signs its alarm actions with it; the consumer checks them with it.
     action_secret: str = field(default_factory=lambda: secrets.token_hex(16))
@@ -120,22 +123,30 @@ class Pipeline:
         """The notifier's api_tokens_file: the VNFM's project token."""
         return os.path.join(self.workdir, "api-tokens.conf")
 
+    @property
+    def aodh(self) -> bool:
+        """Whether the notifier is real Aodh (on OpenStack, unless ``notifier`` is embedded)."""
+        return self.openstack is not None and self.notifier == "aodh"
+
     def url(self, name: str) -> str:
-        if self.openstack is not None and name == "notifier":
-            return self.openstack["DOCTOR_AODH_URL"]
+        if self.aodh and name == "notifier":
+            return (self.openstack or {})["DOCTOR_AODH_URL"]
         return self.parts[name].url
 
     def action_url(self) -> str:
         """The alarm action URL of the consumer. The embedded notifier signs its POSTs; real
         Aodh cannot, so its URL carries the consumer's token (logs show it as ***)."""
         url = self.url("consumer") + "/failure"
-        return url + f"?token={self.token}" if self.openstack is not None else url
+        return url + f"?token={self.token}" if self.aodh else url
 
     def secrets_env(self, section: str) -> dict[str, str]:
         """The secrets of the part of ``section``, as its environment variables."""
         token, env = self.token, self.openstack or {}
         values = {
-            "notifier": {"token": token, "action_secret": self.action_secret},
+            "notifier": {"token": token, "action_secret": self.action_secret,
+                         # beside Nova, conservative path: Nova's notifications, no Ceilometer
+                         "nova_transport_url": env.get("DOCTOR_TRANSPORT_URL", "")
+                         if not self.shortcut else ""},
             "controller": {"token": token, "notify_token": token},
             "inspector": {"token": token, "controller_token": token, "notifier_token": token,
                           "nova_transport_url": env.get("DOCTOR_TRANSPORT_URL", ""),
@@ -158,13 +169,7 @@ class Pipeline:
         # The controller's notifications keep the inspector's host map fresh; on the
         # conservative path they also carry the VM errors to the notifier.
         notify = [urls["inspector"]] + ([] if self.shortcut else [urls["notifier"]])
-        from notifier.caller import Caller, write_api_tokens
-
-        write_api_tokens(self.api_tokens_file, [("vnfm", self.vnfm_token, Caller(
-            "doctor-vnfm", self.vnfm_project, frozenset({"member"})))])
-        self._start("notifier", urls["notifier"], "notifier.cli",
-                    [*common, "--port", str(ports["notifier"]), "--api-tokens-file",
-                     self.api_tokens_file])
+        self._start_notifier(ports["notifier"], common)
         self._start("controller", urls["controller"], "controller.cli",
                     ["serve", "--log-level", "INFO", "--port", str(ports["controller"]),
                      "--notify-urls", ",".join(notify)])
@@ -178,23 +183,41 @@ class Pipeline:
             self._wait_ready(self.parts[name], path)
         return self
 
-    def _start_on_openstack(self) -> Pipeline:
-        """Inspector and consumer only: Nova is the controller, Aodh the notifier.
+    def _start_notifier(self, port: int, common: list[str]) -> None:
+        """The embedded notifier, with the VNFM's project token in its api_tokens_file."""
+        from notifier.caller import Caller, write_api_tokens
 
-        Shortcut: the inspector publishes to Aodh's listener itself. Conservative: it only
-        resets the servers; Nova's notifications reach Aodh through Ceilometer.
+        write_api_tokens(self.api_tokens_file, [("vnfm", self.vnfm_token, Caller(
+            "doctor-vnfm", self.vnfm_project, frozenset({"member"})))])
+        self._start("notifier", f"http://127.0.0.1:{port}", "notifier.cli",
+                    [*common, "--port", str(port), "--api-tokens-file", self.api_tokens_file])
+
+    def _start_on_openstack(self) -> Pipeline:
+        """Nova is the controller; Aodh the notifier, or the embedded one (``notifier``).
+
+        Shortcut: the inspector publishes to the notifier itself (to Aodh's listener on the
+        bus). Conservative: it only resets the servers; Nova's notifications reach Aodh
+        through Ceilometer, or the embedded notifier listens to them itself.
         """
+        if self.notifier not in ("aodh", "embedded"):
+            raise ValueError(f"notifier: {self.notifier!r} is not aodh or embedded")
         env = self.openstack or {}
-        ports = {name: free_port() for name in ("inspector", "consumer")}
+        ports = {name: free_port() for name in ("notifier", "inspector", "consumer")}
         common = ["--log-level", "INFO", "--profile-file", self.profile_file]
+        notifier = ["--notifier", "aodh"]
+        if not self.aodh:
+            if env.get("DOCTOR_OS_CLOUD"):  # the VNFM's alarms: for the servers' project
+                self.vnfm_project = env["DOCTOR_PROJECT_ID"]
+            self._start_notifier(ports["notifier"], common)
+            notifier = ["--notifier", "http", "--notifier-url", self.parts["notifier"].url]
         # The transport URLs (they hold RabbitMQ's password) go in the inspector's environment.
         self._start("inspector", f"http://127.0.0.1:{ports['inspector']}", "inspector.cli",
                     [*common, "--port", str(ports["inspector"]),
-                     "--controller", "nova", *nova_flags(env), "--notifier", "aodh",
+                     "--controller", "nova", *nova_flags(env), *notifier,
                      "--shortcut", str(self.shortcut).lower()])
         self._start("consumer", f"http://127.0.0.1:{ports['consumer']}", "consumer.cli",
                     [*common, "--port", str(ports["consumer"])])
-        for name in ("inspector", "consumer"):
+        for name in self.parts:
             self._wait_ready(self.parts[name], READY_PATHS[name])
         return self
 

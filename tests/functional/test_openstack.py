@@ -143,7 +143,7 @@ def test_host_down_forces_nova_compute_down_errors_every_server_and_fires_aodh(
 
 def test_a_server_booted_after_the_inspector_started_is_mapped_from_notifications(
         tmp_path, nova, tenant_nova):
-    from inspector.nova_listener import NovaListener
+    from doctor.nova_listener import NovaListener
 
     config = inspector_config(tmp_path, resync_interval_s="0")
     service = InspectorService(config, build_controller(config), build_publisher(config),

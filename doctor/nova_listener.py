@@ -1,9 +1,12 @@
-"""Nova's own notifications keep the Inspector's host map fresh (controller = nova).
+"""Nova's own notifications, in Ceilometer's event format, for the parts that read them.
 
-Listens with oslo.messaging to ``compute.instance.*`` on the ``notifications``
-topic, in a pool of its own (one queue per inspector) so that Ceilometer's consumers
-and every other inspector still get every message, and hands each change to the host
-map in Ceilometer's event format.
+Listens with oslo.messaging to ``compute.instance.*`` on the ``notifications`` topic, in
+a pool of its own (one queue per listening process), so that Ceilometer's consumers and
+every other listener still get every message, and hands each change on as a
+``compute.instance.*`` event (``doctor.events.instance_update``'s traits). The Inspector
+keeps its host map fresh with them (controller = nova); the embedded Notifier evaluates
+them against its alarms where a cloud runs no Ceilometer (its ``nova_transport_url``: the
+conservative path without Telemetry).
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ from collections.abc import Callable
 from typing import Any
 
 from doctor.events import instance_update
+from doctor.logs import escape
 
 LOG = logging.getLogger(__name__)
+REQUEUE = "requeue"  # oslo_messaging.NotificationResult.REQUEUE
 WATCHED = ("compute.instance.create.end", "compute.instance.delete.end",
            "compute.instance.update", "compute.instance.live_migration.post.dest.end",
            "compute.instance.resize.confirm.end", "compute.instance.rebuild.end",
@@ -26,17 +31,23 @@ class _Endpoint:
         self.apply = apply
 
     def info(self, _ctxt: Any, _publisher_id: str, event_type: str, payload: dict[str, Any],
-             _metadata: Any) -> None:
+             _metadata: Any) -> str | None:
         if event_type not in WATCHED or not isinstance(payload, dict):
-            return
+            return None
         instance_id = payload.get("instance_id")
         host = payload.get("host") or ""
         if not instance_id:
-            return
+            return None
         event = instance_update(instance_id, payload.get("state", ""), host,
                                 payload.get("tenant_id", ""))
         event["event_type"] = event_type
-        self.apply([event])
+        try:
+            self.apply([event])
+        except Exception as exc:  # e.g. the notifier is overloaded: the bus keeps it
+            LOG.warning("nova's %s of instance %s not taken (%s); requeued", event_type,
+                        escape(instance_id), exc)
+            return REQUEUE
+        return None
 
 
 class NovaListener:
@@ -55,7 +66,7 @@ class NovaListener:
             # Nova publishes on its own exchange (its control_exchange), not "openstack".
             transport, [oslo_messaging.Target(topic=topic, exchange=exchange)],
             [_Endpoint(apply)],
-            executor="threading", pool=pool)
+            executor="threading", pool=pool, allow_requeue=True)
 
     def start(self) -> None:
         self.listener.start()
