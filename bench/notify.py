@@ -53,7 +53,7 @@ class Bed:
             if pipeline.openstack else LocalCloud(pipeline)
         self.aodh = vnfm_aodh_client(pipeline, self.project)
         self.http = pipeline.client()
-        self.cache_ttl_s = aodh_cache_ttl_s(pipeline.openstack is not None)
+        self.cache_ttl_s = aodh_cache_ttl_s(pipeline.aodh)
         self.vms: dict[str, list[str]] = {}
         self.alarms: dict[str, list[str]] = {}
 
@@ -117,7 +117,7 @@ class Bed:
         # With Nova, its own notifications of the resets to error reach Aodh through
         # Ceilometer after the shortcut's: let them land before re-arming, or they would
         # fire the re-armed alarms again.
-        time.sleep(1.0 if self.pipeline.openstack else 0.2)
+        time.sleep(1.0 if self.pipeline.aodh else 0.2)
         for host in hosts:
             rearm(self.aodh, self.alarms[host])
             self._wait(lambda h=host: all(self.aodh.alarm.get(a)["state"] == "ok"
@@ -127,10 +127,13 @@ class Bed:
 
 
 def measure(path: str, sizes: list[int], rounds: int, big_rounds: int,
-            fleet: tuple[int, int] | None, openstack: dict[str, str] | None) -> dict[str, Any]:
+            fleet: tuple[int, int] | None, openstack: dict[str, str] | None,
+            notifier: str = "aodh") -> dict[str, Any]:
     pipeline = Pipeline(tempfile.mkdtemp(prefix=f"doctor-bench-{path}-"),
-                        shortcut=path == "shortcut", openstack=openstack).start()
+                        shortcut=path == "shortcut", openstack=openstack,
+                        notifier=notifier).start()
     results: dict[str, Any] = {"path": path, "installer": "openstack" if openstack else "local",
+                               "notifier": "aodh" if pipeline.aodh else "embedded",
                                "sizes": [], "workdir": pipeline.workdir}
     bed = None
     try:
@@ -202,6 +205,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fleet", default="100x20", metavar="HOSTSxVMS",
                         help="then fail this many hosts with this many VMs each at once "
                              "(default 100x20; 'none' to skip)")
+    parser.add_argument("--notifier", choices=("aodh", "embedded"), default="aodh",
+                        help="--installer openstack: real Aodh, or the embedded notifier beside "
+                             "Nova (a cloud without Telemetry)")
     parser.add_argument("--installer", choices=("local", "openstack"), default="local",
                         help="openstack: real Nova and Aodh of the test bed (its DOCTOR_* "
                              "variables); the fleet run is then skipped")
@@ -230,8 +236,12 @@ def run(args: argparse.Namespace) -> int:
     sizes, paths, fleet = _parse(args)
     openstack = openstack_env(prog="doctor bench notify") if args.installer == "openstack" \
         else None
+    if args.notifier == "embedded" and not openstack:
+        raise SystemExit("doctor bench notify: error: --notifier embedded is for --installer "
+                         "openstack (the local installer's notifier is the embedded one)")
     runs = [measure(path, sizes, args.rounds, args.big_rounds,
-                    fleet if path == "shortcut" and not openstack else None, openstack)
+                    fleet if path == "shortcut" and not openstack else None, openstack,
+                    args.notifier)
             for path in paths]
     result = {"benchmark": "notify", "when": clock.isoformat(clock.now()),
               "machine": f"{platform.machine()}, {platform.python_implementation()} "
