@@ -55,6 +55,8 @@ class ConsumerConfig:
                                           "recovery = recreate")
     controller_token: str = cfg.token_option("token sent as X-Auth-Token to the Controller (never "
                                              "logged): its [controller] token")
+    keystone_cloud: str = cfg.keystone_cloud_option("the Controller (recovery = recreate)",
+                                                    "controller_token")
     recovery_confirm_s: float = option(
         30.0, min=0, max=3600,
         help="recovery = recreate acts only once the Controller confirms that the VM is in "

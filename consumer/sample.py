@@ -56,6 +56,7 @@ from doctor.events import (
 )
 from doctor.keystone import settings_of
 from doctor.logs import escape
+from doctor.openstack import outgoing_token
 from doctor.policy import KeystoneGuard
 from doctor.profiler import Profiler
 from doctor.signing import SIGNATURE_HEADER, verify
@@ -264,8 +265,8 @@ class SampleConsumer(Consumer):
         self._server: HttpServer | None = None
         self.recovery: Recovery | None = None
         if config.recovery == "recreate":
-            controller = controller or ControllerClient(config.controller_url,
-                                                        config.controller_token)
+            controller = controller or ControllerClient(config.controller_url, outgoing_token(
+                "consumer", config.keystone_cloud, config.controller_token))
             self.recovery = Recovery(controller, config.recovery_confirm_s)
 
     @property
