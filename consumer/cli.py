@@ -36,8 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     daemon = Daemon(build_parser(), argv)
     config = daemon.load(ConsumerConfig, "consumer")
     from consumer.sample import SampleConsumer
+    from doctor.config import ConfigError
 
-    consumer = SampleConsumer(config)
+    try:
+        consumer = SampleConsumer(config)
+    except ConfigError as exc:  # keystone_cloud
+        daemon.fail(2, str(exc))
     # Registered first: once the consumer answers, SIGTERM is handled at once (tooz's import
     # takes a moment and happens here).
     daemon.register("Consumer", config)

@@ -26,7 +26,9 @@ class ConsumerConfig:
     auth_strategy: str = cfg.auth_strategy_option(
         "the consumer", "token: an alarm (POST to path) is taken only when signed with "
                         "alarm_secret or when its URL carries ?token=<token>; keystone: "
-                        "only with a token of keystone_alarm_project_id (or an admin's)")
+                        "with a token of keystone_alarm_project_id (or an admin's), or "
+                        "signed with alarm_secret when it is set; /failures only with such "
+                        "a token")
     token: str = cfg.token_option(
         "X-Auth-Token of GET and DELETE /failures; also accepted as ?token=<token> in the "
         "alarm action URL, for Aodh, which cannot sign (never logged)")
@@ -55,6 +57,8 @@ class ConsumerConfig:
                                           "recovery = recreate")
     controller_token: str = cfg.token_option("token sent as X-Auth-Token to the Controller (never "
                                              "logged): its [controller] token")
+    keystone_cloud: str = cfg.keystone_cloud_option("the Controller (recovery = recreate)",
+                                                    "controller_token")
     recovery_confirm_s: float = option(
         30.0, min=0, max=3600,
         help="recovery = recreate acts only once the Controller confirms that the VM is in "

@@ -17,7 +17,12 @@ signed (``X-Doctor-Signature``, the embedded Notifier's HMAC under
 or it carries ``X-Auth-Token: <token>``; anything else is a 401 and is neither
 recorded nor acted on. ``/failures`` needs ``X-Auth-Token``. With ``auth_strategy =
 keystone`` every request needs a Keystone token that ``consumer.policies`` allows: one
-scoped to ``keystone_alarm_project_id`` (Aodh's ``trust+http`` actions) or an admin's.
+scoped to ``keystone_alarm_project_id`` (Aodh's ``trust+http`` actions) or an admin's;
+an alarm is also taken without one when it is signed under ``alarm_secret`` (the embedded
+Notifier never sends a token to an action URL, which a tenant chooses). For that the
+middleware defers its decision to the app (``delay_auth_decision``): a POST to ``path`` is
+taken with a token the policy allows, else with a valid signature, else it is a 401 (with
+``WWW-Authenticate``), or the policy's 403 for a valid token it does not allow.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ from doctor.events import (
 )
 from doctor.keystone import settings_of
 from doctor.logs import escape
+from doctor.openstack import outgoing_token
 from doctor.policy import KeystoneGuard
 from doctor.profiler import Profiler
 from doctor.signing import SIGNATURE_HEADER, verify
@@ -264,8 +270,8 @@ class SampleConsumer(Consumer):
         self._server: HttpServer | None = None
         self.recovery: Recovery | None = None
         if config.recovery == "recreate":
-            controller = controller or ControllerClient(config.controller_url,
-                                                        config.controller_token)
+            controller = controller or ControllerClient(config.controller_url, outgoing_token(
+                "consumer", config.keystone_cloud, config.controller_token))
             self.recovery = Recovery(controller, config.recovery_confirm_s)
 
     @property
@@ -340,13 +346,23 @@ def create_app(consumer: SampleConsumer) -> Flask:
             return None
         return unauthorized()
 
+    def signed() -> bool:
+        """keystone: an alarm without a token the policy allows, taken if signed."""
+        if verify(config.alarm_secret, request.get_data(cache=True),
+                  request.headers.get(SIGNATURE_HEADER, "")):
+            return True
+        LOG.warning("refused an alarm without a valid %s or a Keystone token the policy "
+                    "allows", SIGNATURE_HEADER)
+        return False
+
     guard = None
     settings = settings_of(config)
     if config.auth_strategy == KEYSTONE and settings is not None:
         project = {"project_id": config.keystone_alarm_project_id}
         guard = KeystoneGuard(settings, policies.RULES, policies.ENDPOINTS,
                               {endpoint: (lambda _who: project)
-                               for endpoint in policies.ENDPOINTS})
+                               for endpoint in policies.ENDPOINTS},
+                              {"failure": signed} if config.alarm_secret else None)
     app = json_app("consumer", config.token, config.auth_strategy, authenticate=authenticate,
                    keystone=guard)
     limit_body(app, config.max_body_bytes)

@@ -56,10 +56,16 @@ def serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     from controller.api import create_app
     from controller.embedded import Inventory
+    from doctor.config import ConfigError
+    from doctor.openstack import outgoing_token
     from doctor.store import make_engine
     from notifier.http import HttpPublisher
 
-    publishers = [HttpPublisher(url, config.notify_token) for url in config.notify_urls]
+    try:  # one token source for every receiver
+        token = outgoing_token("controller", config.keystone_cloud, config.notify_token)
+    except ConfigError as exc:
+        daemon.fail(2, str(exc))
+    publishers = [HttpPublisher(url, token) for url in config.notify_urls]
     try:
         engine = make_engine(config.database)
         daemon.on_stop(engine.dispose)

@@ -6,17 +6,19 @@ import urllib.parse
 from typing import Any
 
 from controller.base import Controller, ControllerError, Host, NotFound, Server
-from doctor.http import HttpClient, HttpError, HttpResponse
+from doctor.http import HttpClient, HttpError, HttpResponse, TokenSource
 
 
 class ControllerClient(Controller):
     """Talks to ``doctor-controller serve`` at ``url``; every call has a timeout.
 
     Safe to share between threads: each thread keeps its own connection open, so
-    many parallel calls (the Inspector's bound) reuse connections.
+    many parallel calls (the Inspector's bound) reuse connections. ``token``: the
+    X-Auth-Token, static or a token source (``doctor.http``); no token to send is a
+    ControllerError, as an unreachable Controller is.
     """
 
-    def __init__(self, url: str, token: str = "", timeout_s: float = 5.0) -> None:
+    def __init__(self, url: str, token: str | TokenSource = "", timeout_s: float = 5.0) -> None:
         self.url = url.rstrip("/")
         self.session = HttpClient(timeout_s, token)
 

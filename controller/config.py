@@ -49,6 +49,7 @@ class ControllerConfig:
                  "Notifier and the Inspector), comma separated")
     notify_token: str = cfg.token_option("token sent as X-Auth-Token with the events (never "
                                          "logged): the receivers' token")
+    keystone_cloud: str = cfg.keystone_cloud_option("notify_urls", "notify_token")
     coordination_url: str = coordination.url_option()
     heartbeat_timeout_s: float = coordination.heartbeat_option()
 

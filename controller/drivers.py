@@ -19,6 +19,7 @@ class ControllerOptions(Protocol):
 
     controller_url: str
     controller_token: str
+    keystone_cloud: str
     nova_cloud: str
     nova_noauth_url: str
     os_project_id: str
@@ -27,11 +28,13 @@ class ControllerOptions(Protocol):
 
 
 def embedded(options: ControllerOptions) -> Controller:
-    """The embedded Controller, over its REST API (``controller_url``)."""
+    """The embedded Controller, over its REST API (``controller_url``), with
+    ``keystone_cloud``'s Keystone token when set, else ``controller_token``."""
     from controller.client import ControllerClient
+    from doctor.openstack import outgoing_token
 
-    return ControllerClient(options.controller_url, options.controller_token,
-                            timeout_s=options.call_timeout_s)
+    token = outgoing_token("inspector", options.keystone_cloud, options.controller_token)
+    return ControllerClient(options.controller_url, token, timeout_s=options.call_timeout_s)
 
 
 def nova(options: ControllerOptions) -> Controller:

@@ -410,6 +410,17 @@ def token_option(help: str) -> Any:
     return option("", help=help, secret=True)
 
 
+def keystone_cloud_option(calls: str, instead: str) -> Any:
+    """The ``keystone_cloud`` field: the clouds.yaml cloud whose Keystone token the part sends
+    when it calls ``calls``; ``instead``: the static token option(s) it replaces."""
+    return option("", help=f"the clouds.yaml cloud (a Keystone user with a password) whose "
+                           f"token this part sends as X-Auth-Token when it calls {calls} "
+                           "(theirs with auth_strategy = keystone): its current token, "
+                           "renewed before it expires and once more after a 401; the file: "
+                           "OS_CLIENT_CONFIG_FILE, else openstacksdk's usual places. Empty: "
+                           f"the static {instead}")
+
+
 def check_auth(section: str, strategy: str, token: str) -> None:
     """For a config's ``__post_init__``: ``auth_strategy = token`` needs a token.
 

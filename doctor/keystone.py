@@ -103,6 +103,9 @@ class KeystoneSettings:
     timeout_s: int = DEFAULT_TIMEOUT_S
     token_cache_s: int = DEFAULT_TOKEN_CACHE_S
     policy_file: str = ""
+    # True: a request without a valid token still reaches the app, marked
+    # X-Identity-Status: Invalid, and the app decides (the consumer's signed alarms).
+    delay_auth_decision: bool = False
 
     @classmethod
     def from_config(cls, config: Any) -> KeystoneSettings:
@@ -133,7 +136,7 @@ class KeystoneSettings:
             "user_domain_name": self.user_domain_name,
             "project_domain_name": self.project_domain_name,
             "www_authenticate_uri": self.auth_url,
-            "delay_auth_decision": False,
+            "delay_auth_decision": self.delay_auth_decision,
             "http_connect_timeout": self.timeout_s,
             "http_request_max_retries": 1,
             "include_service_catalog": False,
@@ -186,7 +189,9 @@ def check_policy_file(path: str) -> None:
 
 def protect(app: Flask, settings: KeystoneSettings) -> None:
     """Put keystonemiddleware's auth_token around ``app``: only requests with a valid token
-    reach it, and their identity headers are the token's."""
+    reach it (with ``settings.delay_auth_decision``, the others too, marked invalid), and
+    their identity headers are the token's. A 401 of the app gets the middleware's
+    WWW-Authenticate header."""
     from keystonemiddleware.auth_token import AuthProtocol
 
     app.wsgi_app = AuthProtocol(app.wsgi_app, settings.middleware_conf())  # type: ignore[method-assign]
@@ -214,8 +219,8 @@ class Identity:
 
 def identity() -> Identity | None:
     """The identity of the request being served, as the middleware set it from a valid
-    token; None when it did not confirm one (such a request never gets this far with
-    ``delay_auth_decision = False``, but a check here costs nothing)."""
+    token; None when it did not confirm one (such a request gets this far only with
+    ``delay_auth_decision``; without it a check here costs nothing)."""
     headers = request.headers
     if headers.get("X-Identity-Status") != "Confirmed":
         return None

@@ -12,6 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+# For the parts that call each other with Keystone tokens (``keystone_cloud``): ``CloudToken``
+# and ``outgoing_token`` below.
+
 
 class OpenStackConfigError(ValueError):
     """The cloud's credentials cannot be loaded; the message says what is missing."""
@@ -68,3 +71,67 @@ def open_cloud(cloud: str = "", noauth_url: str = "", project_id: str = "",
         except Exception as exc:  # authenticating: Keystone unreachable, credentials refused
             raise OpenStackConfigError(f"cannot authenticate to {where}: {exc}") from None
     return Cloud(sess, project, endpoints)
+
+
+KEYSTONE_TIMEOUT_S = 10.0  # each call a token source makes to Keystone
+
+
+class CloudToken:
+    """The current Keystone token of a clouds.yaml cloud: ``doctor.http.HttpClient``'s token
+    source for a part whose ``keystone_cloud`` is set.
+
+    The session is keystoneauth1's (openstacksdk's loader, ``open_cloud``): it authenticates
+    at the first call, keeps the token and fetches a new one shortly before it expires
+    (keystoneauth's margin, 2 minutes), one thread at a time. ``invalidate`` drops a token
+    a server refused, so that the next call fetches a new one. The token is never logged nor
+    part of a message, the repr or an exception.
+    """
+
+    def __init__(self, cloud: str, timeout_s: float = KEYSTONE_TIMEOUT_S) -> None:
+        """OpenStackConfigError if the cloud's credentials cannot be loaded (nothing is sent
+        to Keystone before the first call)."""
+        if not cloud:
+            raise OpenStackConfigError("a token source needs a clouds.yaml cloud")
+        self.cloud = cloud
+        self._session = open_cloud(cloud, timeout_s=timeout_s).session
+
+    def __call__(self) -> str:
+        """The token to send now; TokenError (naming the cloud, never a secret) if Keystone
+        cannot be reached or refuses the credentials."""
+        try:
+            token = self._session.get_token()
+        except Exception as exc:  # keystoneauth raises many kinds: unreachable, 401, ...
+            raise TokenError(f"cloud {self.cloud}: no Keystone token: "
+                             f"{type(exc).__name__}: {exc}") from None
+        if not token:
+            raise TokenError(f"cloud {self.cloud}: no Keystone token: none was issued")
+        return str(token)
+
+    def invalidate(self, refused: str) -> None:
+        """Forget the token ``refused`` (a 401 answered it), unless another thread has already
+        replaced it: parallel calls refused together fetch one new token, not one each."""
+        current = getattr(getattr(self._session, "auth", None), "auth_ref", None)
+        if current is not None and getattr(current, "auth_token", None) == refused:
+            self._session.invalidate()
+
+    def __repr__(self) -> str:
+        return f"CloudToken(cloud={self.cloud!r})"
+
+
+class TokenError(RuntimeError):
+    """No Keystone token: the message names the cloud and the reason, never a secret."""
+
+
+def outgoing_token(section: str, keystone_cloud: str, static: str) -> str | CloudToken:
+    """What a part sends as X-Auth-Token when it calls another part: the token source of
+    ``keystone_cloud`` when set, else the ``static`` token. A cloud whose credentials cannot
+    be loaded is a ConfigError naming ``[section] keystone_cloud``."""
+    from doctor.config import ConfigError
+
+    cloud = keystone_cloud.strip()
+    if not cloud:
+        return static
+    try:
+        return CloudToken(cloud)
+    except OpenStackConfigError as exc:
+        raise ConfigError(f"[{section}] keystone_cloud: {exc}") from None

@@ -15,6 +15,7 @@ project, for routes without one).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -125,26 +126,38 @@ def current_identity() -> Identity:
 
 
 Target = Callable[[Identity], Mapping[str, Any] | None]
+# A check of the request being served (a signature, say) that admits it without a token.
+Alternative = Callable[[], bool]
 
 
 def guard(app: Flask, policy: Policy, rules: Mapping[str, str],
-          targets: Mapping[str, Target] | None = None) -> None:
+          targets: Mapping[str, Target] | None = None,
+          alternatives: Mapping[str, Alternative] | None = None) -> None:
     """Before each request: the identity the middleware confirmed (else 401), then the rule
     that ``rules`` (endpoint -> rule name) names for the route (else 403; a route without a
     rule is refused). ``targets`` (endpoint -> function of the identity) gives a route's
     target, when it is not the token's own project. A route may check more rules itself
-    (``policy.enforce(..., current_identity(), target)``) once it knows the object."""
+    (``policy.enforce(..., current_identity(), target)``) once it knows the object.
+
+    ``alternatives`` (endpoint -> check) lets a request to that route in without a token the
+    rule allows when the check passes: such a request then has no identity
+    (``current_identity`` is a 401). Only routes named there take anything but a token;
+    those need the middleware's ``delay_auth_decision`` (``KeystoneGuard`` sets it)."""
     unknown = sorted(set(rules.values()) - set(policy.names) - {IN_ROUTE})
     if unknown:
         raise ValueError(f"rule {unknown[0]} is not registered")
     targets = targets or {}
+    alternatives = alternatives or {}
 
     def _check() -> None:
         who = identity()
+        endpoint = request.endpoint
+        alternative = alternatives.get(endpoint) if endpoint is not None else None
         if who is None:
+            if alternative is not None and alternative():
+                return
             raise ApiError(401, "a valid X-Auth-Token is required", "X-Auth-Token")
         g.doctor_identity = who
-        endpoint = request.endpoint
         if endpoint is None:  # no route: let Flask answer 404 or 405
             return
         name = rules.get(endpoint)
@@ -153,7 +166,13 @@ def guard(app: Flask, policy: Policy, rules: Mapping[str, str],
         if name == IN_ROUTE:
             return
         target_of = targets.get(endpoint)
-        policy.enforce(name, who, target_of(who) if target_of else None)
+        try:
+            policy.enforce(name, who, target_of(who) if target_of else None)
+        except PolicyDenied:
+            if alternative is not None and alternative():
+                g.doctor_identity = None  # let in by the alternative, not by the token
+                return
+            raise
 
     app.before_request(_check)
 
@@ -172,16 +191,21 @@ def sample(rules: Iterable[oslo_policy.RuleDefault]) -> str:
 class KeystoneGuard:
     """``auth_strategy = keystone`` for one app (``doctor.api.json_app``'s ``keystone``):
     keystonemiddleware around it (``settings``), then ``guard`` with ``rules`` (the role's
-    rule defaults) and ``endpoints`` (endpoint -> rule name)."""
+    rule defaults) and ``endpoints`` (endpoint -> rule name). With ``alternatives`` (see
+    ``guard``) the middleware defers its decision to the app (``delay_auth_decision``), which
+    answers 401 itself (the middleware adds WWW-Authenticate)."""
 
     def __init__(self, settings: KeystoneSettings, rules: Iterable[oslo_policy.RuleDefault],
                  endpoints: Mapping[str, str],
-                 targets: Mapping[str, Target] | None = None) -> None:
-        self.settings = settings
+                 targets: Mapping[str, Target] | None = None,
+                 alternatives: Mapping[str, Alternative] | None = None) -> None:
+        self.alternatives = dict(alternatives or {})
+        self.settings = dataclasses.replace(settings, delay_auth_decision=True) \
+            if self.alternatives else settings
         self.policy = Policy(rules, settings.policy_file)
         self.endpoints = dict(endpoints)
         self.targets = dict(targets or {})
 
     def install(self, app: Flask) -> None:
-        guard(app, self.policy, self.endpoints, self.targets)
+        guard(app, self.policy, self.endpoints, self.targets, self.alternatives)
         protect(app, self.settings)

@@ -7,6 +7,7 @@ import os
 import sys
 
 from controller.base import Controller
+from doctor import config as cfg
 from doctor import coordination, drivers, keystone
 from doctor.daemon import Daemon, daemon_parser
 from inspector.config import InspectorConfig
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         service = build_service(config)
+    except cfg.ConfigError as exc:  # keystone_cloud
+        daemon.fail(2, str(exc))
     except (ControllerError, OpenStackConfigError) as exc:
         daemon.fail(1, f"[inspector] controller: {exc}")
     service.start()

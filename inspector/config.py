@@ -69,6 +69,9 @@ class InspectorConfig:
     notifier_url: str = option("http://127.0.0.1:8042", help="the notifier's base URL")
     notifier_token: str = cfg.token_option("token for the notifier's event intake: its "
                                            "[notifier] token")
+    keystone_cloud: str = cfg.keystone_cloud_option(
+        "the embedded controller (controller = embedded) and the embedded notifier "
+        "(notifier = http)", "controller_token and notifier_token")
     shortcut: bool = option(True, help="publish compute.instance.update (state error) for "
                                        "every VM of a failed host at once, in parallel with "
                                        "the controller calls (Doctor's shortcut); false: "

@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         monitor = PingMonitor(config)
+    except cfg.ConfigError as exc:
+        daemon.fail(2, str(exc))
     except RawSocketPermissionError as exc:
         daemon.fail(1, str(exc))
     daemon.on_stop(monitor.stop)

@@ -16,7 +16,13 @@ import socket
 from dataclasses import dataclass
 
 from doctor import coordination
-from doctor.config import ConfigError, option, profile_option, token_option
+from doctor.config import (
+    ConfigError,
+    keystone_cloud_option,
+    option,
+    profile_option,
+    token_option,
+)
 
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,253})$")
 
@@ -58,6 +64,7 @@ class MonitorConfig:
                  "printed to stdout as JSON lines")
     inspector_token: str = token_option("token sent as X-Auth-Token to the Inspector (never "
                                         "logged): the Inspector's [inspector] token")
+    keystone_cloud: str = keystone_cloud_option("the Inspector", "inspector_token")
     targets: list[Target] = option(
         [], parse=parse_target,
         help="hosts to watch, hostname=address, comma separated; also the [targets] "

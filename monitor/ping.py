@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable
 
 from doctor.events import HOST_DOWN, HOST_UP, HostEvent
+from doctor.openstack import outgoing_token
 from doctor.profiler import Profiler
 from monitor.base import Monitor
 from monitor.config import MonitorConfig
@@ -20,7 +21,9 @@ LOG = logging.getLogger(__name__)
 
 
 class PingMonitor(Monitor):
-    """Pings every target from one thread and one raw socket; reports downs and ups."""
+    """Pings every target from one thread and one raw socket; reports downs and ups.
+
+    A ``keystone_cloud`` whose credentials cannot be loaded is a ConfigError naming it."""
 
     def __init__(self, config: MonitorConfig,
                  on_event: Callable[[HostEvent], None] | None = None,
@@ -29,7 +32,8 @@ class PingMonitor(Monitor):
         self.on_event = on_event
         self.profiler = Profiler(config.profile_file)
         self.sender = InspectorSender(
-            config.inspector_url, config.inspector_token,
+            config.inspector_url,
+            outgoing_token("monitor", config.keystone_cloud, config.inspector_token),
             timeout_s=config.event_timeout_ms / 1000.0,
             retry_initial_s=config.retry_initial_ms / 1000.0,
             retry_max_s=config.retry_max_ms / 1000.0,

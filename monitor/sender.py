@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from doctor.events import HostEvent
-from doctor.http import HttpClient, HttpError, HttpResponse
+from doctor.http import HttpClient, HttpError, HttpResponse, TokenSource
 from doctor.outbox import Outbox, OutboxClosed
 from doctor.retry import Backoff, RetryError, retry
 
@@ -42,10 +42,12 @@ class Delivery:
 class InspectorSender:
     """Delivers submitted HostEvents to ``<url>/events`` from an outbox's worker thread.
 
-    With no URL, events are written to ``stream`` as JSON lines instead.
+    With no URL, events are written to ``stream`` as JSON lines instead. ``token``: the
+    X-Auth-Token, static or a token source (``doctor.http``; a Keystone token, say): no token
+    to send is a failed attempt, retried as a refused connection is.
     """
 
-    def __init__(self, url: str, token: str = "", timeout_s: float = 2.0,
+    def __init__(self, url: str, token: str | TokenSource = "", timeout_s: float = 2.0,
                  retry_initial_s: float = 0.05, retry_max_s: float = 1.0,
                  stream: TextIO | None = None,
                  on_delivered: Callable[[Delivery], None] | None = None) -> None:

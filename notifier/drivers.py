@@ -19,15 +19,19 @@ class PublisherOptions(Protocol):
 
     notifier_url: str
     notifier_token: str
+    keystone_cloud: str
     aodh_transport_url: str
     aodh_topic: str
 
 
 def http(options: PublisherOptions) -> EventPublisher:
-    """The embedded Notifier's ``POST /v1/events`` (``notifier_url``)."""
+    """The embedded Notifier's ``POST /v1/events`` (``notifier_url``), with
+    ``keystone_cloud``'s Keystone token when set, else ``notifier_token``."""
+    from doctor.openstack import outgoing_token
     from notifier.http import HttpPublisher
 
-    return HttpPublisher(options.notifier_url, options.notifier_token, options.call_timeout_s)
+    token = outgoing_token("inspector", options.keystone_cloud, options.notifier_token)
+    return HttpPublisher(options.notifier_url, token, options.call_timeout_s)
 
 
 def aodh(options: PublisherOptions) -> EventPublisher:

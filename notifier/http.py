@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from doctor.events import DEFAULT_MAX_EVENTS
-from doctor.http import HttpClient, HttpError
+from doctor.http import HttpClient, HttpError, TokenSource
 from doctor.logs import escape
 from doctor.redact import redact_url
 from doctor.retry import Backoff, GaveUp, retry
@@ -27,9 +27,10 @@ class HttpPublisher(EventPublisher):
     """POSTs event lists to a Notifier; retries connection errors and 5xx a few times.
 
     A list longer than ``max_events`` (the receivers' smallest cap per request) goes in
-    requests of that many, in order."""
+    requests of that many, in order. ``token``: the X-Auth-Token, static or a token source
+    (``doctor.http``); no token to send is a failed attempt, retried as a 5xx is."""
 
-    def __init__(self, url: str, token: str = "", timeout_s: float = 2.0,
+    def __init__(self, url: str, token: str | TokenSource = "", timeout_s: float = 2.0,
                  attempts: int = 5, retry_delay_s: float = 0.05,
                  max_events: int = DEFAULT_MAX_EVENTS) -> None:
         self.url = url.rstrip("/") + "/v1/events"

@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     daemon = Daemon(build_parser(), argv)
     config = daemon.load(VimConfig, "vim")
+    from doctor.config import ConfigError
+    from doctor.openstack import outgoing_token
     from doctor.store import make_engine
     from monitor.icmp import RawSocketPermissionError
     from notifier.http import HttpPublisher
@@ -39,8 +41,11 @@ def main(argv: list[str] | None = None) -> int:
         store = VimStore(make_engine(config.database), PasswordBox.from_key_file(config.key_file))
     except KeyFileError as exc:
         daemon.fail(1, f"[vim] key_file: {exc}")
-    publisher = (HttpPublisher(config.notifier_url, config.notifier_token)
-                 if config.notifier_url else None)
+    try:
+        token = outgoing_token("vim", config.keystone_cloud, config.notifier_token)
+    except ConfigError as exc:
+        daemon.fail(2, str(exc))
+    publisher = HttpPublisher(config.notifier_url, token) if config.notifier_url else None
     # Sharing: nothing is this server's until it has read the group (or found it unreachable).
     manager = MonitorManager(store, config, publisher,
                              owns=(lambda _vim_id: False) if config.share_group else None)

@@ -51,6 +51,8 @@ class VimConfig:
                                         "events (empty: only logged)")
     notifier_token: str = cfg.token_option("token for the notifier's event intake: its "
                                            "[notifier] token")
+    keystone_cloud: str = cfg.keystone_cloud_option("the notifier (notifier_url)",
+                                                    "notifier_token")
     event_project_id: str = option(
         "", help="project_id and tenant_id traits of the events (an alarm sees only its "
                  "project's events); empty: the VIM's project_name")

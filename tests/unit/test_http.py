@@ -118,3 +118,124 @@ def test_limit_reads_the_start_of_a_body_and_replaces_the_connection(tls_server)
     assert client.get(tls_server + "/").body == b"small"
     assert len(client._all) == 1  # read to the end: kept alive
     client.close()
+
+
+# -- a token source instead of a static token ---------------------------------------------------
+
+
+class TokenHandler(BaseHTTPRequestHandler):
+    """Answers 200 to a token in ``valid``, 401 to any other (recording every token seen)."""
+
+    protocol_version = "HTTP/1.1"
+    valid: set[str] = set()
+    seen: list[str] = []
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        token = self.headers.get("X-Auth-Token", "")
+        TokenHandler.seen.append(token)
+        status = 200 if token in TokenHandler.valid else 401
+        answer = json.dumps({"status": status}).encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def token_server():
+    TokenHandler.valid, TokenHandler.seen = set(), []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), TokenHandler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+class Tokens:
+    """A token source: tok-1, then tok-2 once tok-1 is invalidated, and so on."""
+
+    def __init__(self) -> None:
+        self.number = 1
+        self.calls = 0
+        self.invalidated: list[str] = []
+
+    def __call__(self) -> str:
+        self.calls += 1
+        return f"tok-{self.number}"
+
+    def invalidate(self, token: str) -> None:
+        self.invalidated.append(token)
+        self.number += 1
+
+
+def test_a_token_source_is_asked_for_each_request_and_its_token_sent(token_server):
+    TokenHandler.valid = {"tok-1"}
+    tokens = Tokens()
+    client = HttpClient(2.0, token=tokens)
+    assert client.post(url(token_server), json={}).status == 200
+    assert client.post(url(token_server), json={}).status == 200
+    assert TokenHandler.seen == ["tok-1", "tok-1"] and tokens.calls == 2
+    assert "X-Auth-Token" not in client.headers  # nothing static kept
+    client.close()
+
+
+def test_a_401_invalidates_the_refused_token_and_retries_once_with_a_new_one(token_server):
+    TokenHandler.valid = {"tok-2"}
+    tokens = Tokens()
+    client = HttpClient(2.0, token=tokens)
+    response = client.post(url(token_server), json={"a": 1})
+    assert response.status == 200
+    assert TokenHandler.seen == ["tok-1", "tok-2"] and tokens.invalidated == ["tok-1"]
+    client.close()
+
+
+def test_a_second_401_is_the_answer_no_more_retries(token_server):
+    TokenHandler.valid = set()
+    tokens = Tokens()
+    client = HttpClient(2.0, token=tokens)
+    response = client.post(url(token_server), json={})
+    assert response.status == 401
+    assert TokenHandler.seen == ["tok-1", "tok-2"] and tokens.invalidated == ["tok-1"]
+    client.close()
+
+
+def test_a_plain_callable_is_a_token_source_and_a_401_is_retried_once(token_server):
+    issued = iter(["old", "new"])
+    client = HttpClient(2.0, token=lambda: next(issued))
+    TokenHandler.valid = {"new"}
+    assert client.post(url(token_server), json={}).status == 200
+    assert TokenHandler.seen == ["old", "new"]
+    client.close()
+
+
+def test_a_static_token_is_not_retried_on_a_401(token_server):
+    client = HttpClient(2.0, token="static")
+    assert client.post(url(token_server), json={}).status == 401
+    assert TokenHandler.seen == ["static"]
+    client.close()
+
+
+def test_no_token_from_the_source_is_an_http_error_and_nothing_is_sent(token_server):
+    def broken() -> str:
+        raise RuntimeError("cloud c: no Keystone token: ConnectFailure: refused")
+
+    for source, reason in ((broken, "ConnectFailure"), (lambda: "", "empty")):
+        client = HttpClient(2.0, token=source)
+        with pytest.raises(HttpError) as caught:
+            client.post(url(token_server), json={})
+        assert "no token to send" in str(caught.value) and reason in caught.value.reason
+        client.close()
+    assert TokenHandler.seen == []
+
+
+def test_a_request_s_own_x_auth_token_wins_over_the_source(token_server):
+    TokenHandler.valid = {"mine"}
+    tokens = Tokens()
+    client = HttpClient(2.0, token=tokens)
+    assert client.post(url(token_server), json={}, headers={"X-Auth-Token": "mine"}).status == 200
+    assert TokenHandler.seen == ["mine"] and tokens.calls == 0
+    client.close()

@@ -106,3 +106,56 @@ def test_every_route_of_the_controller_names_a_rule(tmp_path):
                      settings)
     endpoints = {r.endpoint for r in app.url_map.iter_rules()} - {"static"}
     assert endpoints == set(controller_policies.ENDPOINTS)
+
+
+def _confirmed(project: str, roles: str = "member") -> dict:
+    """The headers keystonemiddleware sets for a valid token (set by hand here: no
+    middleware in front of the app)."""
+    return {"X-Identity-Status": "Confirmed", "X-Project-Id": project, "X-User-Id": "u",
+            "X-Roles": roles}
+
+
+def test_an_alternative_admits_its_route_only_when_no_token_the_policy_allows_did():
+    from doctor.api import json_app
+    from doctor.policy import guard
+
+    app = json_app("t", auth_strategy="noauth")  # its JSON errors; guard is the check
+    checked = []
+    passes = {"now": False}
+
+    def signature_ok() -> bool:
+        checked.append(1)
+        return passes["now"]
+
+    project = {"project_id": "p-a"}
+    guard(app, Policy(consumer_policies.RULES), consumer_policies.ENDPOINTS,
+          {e: (lambda _who: project) for e in consumer_policies.ENDPOINTS},
+          {"failure": signature_ok})
+    app.add_url_rule("/failure", "failure", lambda: "taken", methods=["POST"])
+    app.add_url_rule("/failures", "list_failures", lambda: "list")
+    http = app.test_client()
+    # a token the policy allows: taken, the alternative not even asked
+    assert http.post("/failure", headers=_confirmed("p-a")).status_code == 200
+    assert checked == []
+    # no token, or one the policy refuses: the alternative decides
+    assert http.post("/failure").status_code == 401
+    assert http.post("/failure", headers=_confirmed("p-b")).status_code == 403
+    passes["now"] = True
+    assert http.post("/failure").status_code == 200
+    assert http.post("/failure", headers=_confirmed("p-b")).status_code == 200
+    # other routes take tokens only
+    assert http.get("/failures").status_code == 401
+    assert http.get("/failures", headers=_confirmed("p-b")).status_code == 403
+    assert http.get("/failures", headers=_confirmed("p-a")).status_code == 200
+
+
+def test_the_consumer_defers_the_middlewares_decision_only_with_an_alarm_secret():
+    from consumer.sample import SampleConsumer, create_app
+
+    seen = []
+    values = {**KEYSTONE, "keystone_alarm_project_id": "p-a"}
+    for extra in ({}, {"alarm_secret": "s"}):
+        app = create_app(SampleConsumer(cfg.build(ConsumerConfig, "consumer",
+                                                  {**values, **extra})))
+        seen.append(app.wsgi_app._conf.get("delay_auth_decision"))  # the AuthProtocol's
+    assert seen == [False, True]

@@ -95,3 +95,31 @@ def test_stop_gives_up_on_an_unreachable_inspector_in_bounded_time():
 
 def test_stop_without_start_is_harmless():
     InspectorSender("http://127.0.0.1:9").stop()
+
+
+def test_no_token_from_the_token_source_is_retried_until_there_is_one():
+    sink = EventSink(status=202).start()
+    deliveries = []
+    keystone_up = []
+
+    def tokens() -> str:
+        if not keystone_up:
+            raise RuntimeError("cloud c: no Keystone token: ConnectFailure")
+        return "a-keystone-token"
+
+    calls = []
+    sender = make_sender(sink.url, deliveries,
+                         token=lambda: calls.append(1) or tokens())
+    try:
+        event = HostEvent.new(HOST_DOWN, "compute-1", "m")
+        sender.submit(event)
+        wait_until(lambda: len(calls) >= 3)
+        assert sink.requests == [] and deliveries == []  # nothing sent, nothing claimed
+        keystone_up.append(True)
+        wait_until(lambda: deliveries)
+        assert deliveries[0].status == 202 and deliveries[0].attempts >= 4
+        assert [e["details"]["monitor_event_id"] for e in sink.events()] == \
+            [event.monitor_event_id]
+    finally:
+        sender.stop()
+        sink.stop()
