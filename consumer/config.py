@@ -15,7 +15,7 @@ URL_RE = re.compile(r"^https?://[^/\s]+")
 
 
 @dataclass
-class ConsumerConfig:
+class ConsumerConfig(ks.KeystoneOptions):
     """Options of the ``[consumer]`` section."""
 
     host: str = cfg.host_option("the alarm endpoint")
@@ -32,16 +32,6 @@ class ConsumerConfig:
     token: str = cfg.token_option(
         "X-Auth-Token of GET and DELETE /failures; also accepted as ?token=<token> in the "
         "alarm action URL, for Aodh, which cannot sign (never logged)")
-    keystone_auth_url: str = ks.auth_url_option()
-    keystone_username: str = ks.username_option()
-    keystone_password: str = ks.password_option()
-    keystone_project_name: str = ks.project_name_option()
-    keystone_user_domain_name: str = ks.user_domain_option()
-    keystone_project_domain_name: str = ks.project_domain_option()
-    keystone_cafile: str = ks.cafile_option()
-    keystone_timeout_s: int = ks.timeout_option()
-    keystone_token_cache_s: int = ks.token_cache_option()
-    policy_file: str = ks.policy_file_option()
     keystone_alarm_project_id: str = option(
         "", help="with auth_strategy = keystone: the id of the project whose tokens may "
                  "deliver alarms and read /failures: the alarm owner's project (Aodh's "

@@ -21,7 +21,7 @@ def _default_database() -> str:
 
 
 @dataclass
-class ControllerConfig:
+class ControllerConfig(ks.KeystoneOptions):
     """Options of the ``[controller]`` section."""
 
     host: str = cfg.host_option()
@@ -34,16 +34,6 @@ class ControllerConfig:
     auth_strategy: str = cfg.auth_strategy_option()
     token: str = cfg.token_option("clients (the inspector, the consumer, the CLI) send it as "
                                   "X-Auth-Token; requests without it get 401 (never logged)")
-    keystone_auth_url: str = ks.auth_url_option()
-    keystone_username: str = ks.username_option()
-    keystone_password: str = ks.password_option()
-    keystone_project_name: str = ks.project_name_option()
-    keystone_user_domain_name: str = ks.user_domain_option()
-    keystone_project_domain_name: str = ks.project_domain_option()
-    keystone_cafile: str = ks.cafile_option()
-    keystone_timeout_s: int = ks.timeout_option()
-    keystone_token_cache_s: int = ks.token_cache_option()
-    policy_file: str = ks.policy_file_option()
     notify_urls: list[str] = option(
         [], help="base URLs whose /v1/events receive every instance event (e.g. the "
                  "Notifier and the Inspector), comma separated")

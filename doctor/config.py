@@ -185,12 +185,20 @@ def refuse_flag(parser: argparse.ArgumentParser, flag: str, where: str,
                         help=argparse.SUPPRESS, action=Refused)
 
 
+def ordered_fields(cls: type) -> list[dataclasses.Field]:
+    """``cls``'s options, those it declares itself first, then those it inherits (e.g. the
+    ``keystone_*`` fields of ``doctor.keystone.KeystoneOptions``)."""
+    own = set(vars(cls).get("__annotations__", {}))
+    fields = dataclasses.fields(cls)
+    return [f for f in fields if f.name in own] + [f for f in fields if f.name not in own]
+
+
 def add_flags(parser: argparse.ArgumentParser, cls: type, section: str = "") -> None:
     """One ``--field-name`` flag per option of ``cls`` (values parsed later by build).
 
     A secret option gets a hidden flag that is a usage error naming where the secret goes
     (``section`` names its environment variable)."""
-    for field in dataclasses.fields(cls):
+    for field in ordered_fields(cls):
         if is_secret(field):
             where = (f"[{section}] {field.name} in the config file, or the environment "
                      f"variable {env_name(section, field.name)}") if section else \
@@ -262,7 +270,7 @@ def doc_table(cls: type, section: str, skip: Iterable[str] = ()) -> str:
     """A Markdown table of ``cls``'s options, for the README; a secret option names its
     environment variable (it has no flag)."""
     rows = [f"| `[{section}]` option | default | meaning |", "|---|---|---|"]
-    for field in dataclasses.fields(cls):
+    for field in ordered_fields(cls):
         if field.name in skip:
             continue
         default = describe_default(field)

@@ -89,6 +89,23 @@ def policy_file_option() -> Any:
                            "(doctor config-doc lists the rules); empty: the defaults")
 
 
+@dataclass
+class KeystoneOptions:
+    """The ``keystone_*`` fields and ``policy_file`` of a part with an API: its config class
+    inherits them (``doctor config-doc`` and ``--help`` list them after the part's own)."""
+
+    keystone_auth_url: str = auth_url_option()
+    keystone_username: str = username_option()
+    keystone_password: str = password_option()
+    keystone_project_name: str = project_name_option()
+    keystone_user_domain_name: str = user_domain_option()
+    keystone_project_domain_name: str = project_domain_option()
+    keystone_cafile: str = cafile_option()
+    keystone_timeout_s: int = timeout_option()
+    keystone_token_cache_s: int = token_cache_option()
+    policy_file: str = policy_file_option()
+
+
 @dataclass(frozen=True)
 class KeystoneSettings:
     """What the middleware and the policy need from a part's config."""

@@ -13,7 +13,7 @@ from doctor.store import database_option
 
 
 @dataclass
-class InspectorConfig:
+class InspectorConfig(ks.KeystoneOptions):
     """Options of the ``[inspector]`` section (flags: ``--port`` etc.)."""
 
     host: str = cfg.host_option()
@@ -22,16 +22,6 @@ class InspectorConfig:
     auth_strategy: str = cfg.auth_strategy_option()
     token: str = cfg.token_option("clients (monitors, the controller) send it as X-Auth-Token; "
                                   "requests without it get 401 (never logged)")
-    keystone_auth_url: str = ks.auth_url_option()
-    keystone_username: str = ks.username_option()
-    keystone_password: str = ks.password_option()
-    keystone_project_name: str = ks.project_name_option()
-    keystone_user_domain_name: str = ks.user_domain_option()
-    keystone_project_domain_name: str = ks.project_domain_option()
-    keystone_cafile: str = ks.cafile_option()
-    keystone_timeout_s: int = ks.timeout_option()
-    keystone_token_cache_s: int = ks.token_cache_option()
-    policy_file: str = ks.policy_file_option()
     database: str = database_option("inspector", "the event log (accepted events are "
                                                  "stored here before the 202)")
     controller: str = option("embedded", help="controller driver (entry points "

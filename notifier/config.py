@@ -17,7 +17,7 @@ from notifier.targets import DEFAULT_DENY, check_entry, parse_allow, parse_endpo
 
 
 @dataclass
-class NotifierConfig:
+class NotifierConfig(ks.KeystoneOptions):
     """Options of the ``[notifier]`` section (flags: ``--port`` etc.)."""
 
     host: str = cfg.host_option()
@@ -33,16 +33,6 @@ class NotifierConfig:
         "the service's token (the inspector, the controller, doctor-vim send it as "
         "X-Auth-Token): the only one POST /v1/events accepts; on /v2 it acts as admin of "
         "project service (never logged)")
-    keystone_auth_url: str = ks.auth_url_option()
-    keystone_username: str = ks.username_option()
-    keystone_password: str = ks.password_option()
-    keystone_project_name: str = ks.project_name_option()
-    keystone_user_domain_name: str = ks.user_domain_option()
-    keystone_project_domain_name: str = ks.project_domain_option()
-    keystone_cafile: str = ks.cafile_option()
-    keystone_timeout_s: int = ks.timeout_option()
-    keystone_token_cache_s: int = ks.token_cache_option()
-    policy_file: str = ks.policy_file_option()
     api_tokens_file: str = option(
         "", help="with auth_strategy = token: an INI file (mode 0600) of the /v2 callers, one "
                  "section per caller with token, user_id, project_id, roles (comma "

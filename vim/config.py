@@ -20,7 +20,7 @@ from monitor.config import parse_ipv4
 
 
 @dataclass
-class VimConfig:
+class VimConfig(ks.KeystoneOptions):
     """Options of the ``[vim]`` section (flags: ``--port`` etc.)."""
 
     host: str = cfg.host_option()
@@ -29,16 +29,6 @@ class VimConfig:
     auth_strategy: str = cfg.auth_strategy_option()
     token: str = cfg.token_option("clients send it as X-Auth-Token; requests without it get 401 "
                                   "(never logged)")
-    keystone_auth_url: str = ks.auth_url_option()
-    keystone_username: str = ks.username_option()
-    keystone_password: str = ks.password_option()
-    keystone_project_name: str = ks.project_name_option()
-    keystone_user_domain_name: str = ks.user_domain_option()
-    keystone_project_domain_name: str = ks.project_domain_option()
-    keystone_cafile: str = ks.cafile_option()
-    keystone_timeout_s: int = ks.timeout_option()
-    keystone_token_cache_s: int = ks.token_cache_option()
-    policy_file: str = ks.policy_file_option()
     database: str = database_option("vim", "the VIM table (PostgreSQL when several "
                                            "servers share it)")
     key_file: str = option(default_factory=lambda: os.path.join(state_dir(), "vim.key"),

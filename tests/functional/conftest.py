@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -49,6 +50,21 @@ def require_keystone_bed() -> None:
     _require(os.environ.get("DOCTOR_TESTBED_AUTH") == "keystone",
              "needs the test bed with Keystone (TESTBED_AUTH=keystone, the default of "
              "tools/testbed/openstack.sh up)")
+
+
+@pytest.fixture(scope="module")
+def keystone():
+    """A throw-away Keystone (testkit.keystone_server) for the tests of one module."""
+    from testkit.keystone_server import KeystoneServer, keystone_venv
+
+    _require(keystone_venv() is not None,
+             "needs the Keystone venv (as root: tools/testbed/openstack.sh install; or "
+             "DOCTOR_KEYSTONE_VENV)")
+    workdir = tempfile.mkdtemp(prefix="doctor-keystone-")
+    server = KeystoneServer(workdir, token_expiration_s=900).start()
+    yield server
+    server.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 def require_redis() -> None:

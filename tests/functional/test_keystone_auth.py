@@ -9,10 +9,8 @@ defaults. No namespaces: these run without root. Needs the Keystone venv
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,25 +20,12 @@ import requests
 
 from doctor.events import HOST_DOWN, HostEvent, instance_update
 from testkit.eventsink import free_port
-from testkit.keystone_server import Credentials, KeystoneAdmin, KeystoneServer, keystone_venv
-from tests.functional.conftest import _require
+from testkit.keystone_server import Credentials, KeystoneAdmin
 from tests.waiting import wait_answering
 
 ROOT = Path(__file__).resolve().parents[2]
 GARBAGE = "gAAAAAB-not-a-token-" + "x" * 100
 TIMEOUT_S = 10
-
-
-@pytest.fixture(scope="module")
-def keystone():
-    _require(keystone_venv() is not None,
-             "needs the Keystone venv (as root: tools/testbed/openstack.sh install; or "
-             "DOCTOR_KEYSTONE_VENV)")
-    workdir = tempfile.mkdtemp(prefix="doctor-keystone-")
-    server = KeystoneServer(workdir, token_expiration_s=900).start()
-    yield server
-    server.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
 
 
 @dataclass

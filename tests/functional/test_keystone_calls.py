@@ -22,10 +22,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,25 +35,12 @@ from doctor.events import HOST_DOWN, HostEvent, instance_update
 from doctor.signing import SIGNATURE_HEADER, sign
 from monitor.sender import Delivery, InspectorSender
 from testkit.eventsink import free_port
-from testkit.keystone_server import Credentials, KeystoneAdmin, KeystoneServer, keystone_venv
-from tests.functional.conftest import _require
+from testkit.keystone_server import Credentials, KeystoneAdmin
 from tests.waiting import wait_answering, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 10
 WAIT_S = 30  # a real Keystone issues and validates the tokens of every step
-
-
-@pytest.fixture(scope="module")
-def keystone():
-    _require(keystone_venv() is not None,
-             "needs the Keystone venv (as root: tools/testbed/openstack.sh install; or "
-             "DOCTOR_KEYSTONE_VENV)")
-    workdir = tempfile.mkdtemp(prefix="doctor-keystone-calls-")
-    server = KeystoneServer(workdir, token_expiration_s=900).start()
-    yield server
-    server.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
 
 
 @dataclass
