@@ -14,6 +14,13 @@ on every retry, so a Consumer can tell a retry from a second alarm; with a
 body under it (``doctor.signing``), so a Consumer takes only what this Notifier
 sent. Headers are never logged, and URLs are logged through ``doctor.redact``
 (no credentials, no query values).
+
+Durable actions (``dispatch_stored``: rows of the notifier's ``action_outbox``,
+``notifier.store``) carry their stored body and request id, and report when
+they are final (delivered, refused, or out of retries) through ``on_final``,
+so their row is deleted. One the dispatcher gives up on because it is
+stopping is not final: it is counted ``deferred``, its row stays, and it is
+sent again, with the same request id, when the notifier starts next.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -36,6 +43,7 @@ from doctor.redact import redact_url
 from doctor.retry import Backoff
 from doctor.signing import SIGNATURE_HEADER, sign
 from notifier.evaluator import Firing
+from notifier.store import StoredAction
 
 LOG = logging.getLogger(__name__)
 
@@ -54,6 +62,7 @@ class _Delivery:
     first_at: float = field(default_factory=clock.monotonic)
     attempts: int = 0
     backoff: Backoff = field(default_factory=lambda: Backoff(0.0))  # the waits between them
+    on_final: Callable[[str], object] | None = None  # a stored action: told its request id
 
 
 class ActionDispatcher:
@@ -83,7 +92,8 @@ class ActionDispatcher:
         self._inflight: dict[int, _Delivery] = {}  # by submission ticket
         self._stopping = threading.Event()
         self._scheduler: threading.Thread | None = None
-        self.counts = {"sent": 0, "delivered": 0, "refused": 0, "retried": 0, "lost": 0}
+        self.counts = {"sent": 0, "delivered": 0, "refused": 0, "retried": 0, "lost": 0,
+                       "deferred": 0}
 
     def start(self) -> ActionDispatcher:
         self._scheduler = threading.Thread(target=self._schedule_retries,
@@ -104,6 +114,28 @@ class ActionDispatcher:
                                                        self.retry_max_s)))
                 queued += 1
         return queued
+
+    def dispatch_stored(self, actions: Iterable[StoredAction],
+                        on_final: Callable[[str], object]) -> int:
+        """Queue one POST per stored action (its body and request id as stored);
+        ``on_final(request_id)`` once it is delivered, refused or out of retries."""
+        queued = 0
+        for action in actions:
+            self._submit(_Delivery(action.alarm_id, action.instance_id, action.url, {},
+                                   body=action.body.encode(), request_id=action.request_id,
+                                   backoff=Backoff(self.retry_initial_s, self.retry_max_s),
+                                   on_final=on_final))
+            queued += 1
+        return queued
+
+    def _final(self, delivery: _Delivery) -> None:
+        """The delivery is over for good: a stored one's row may go."""
+        if delivery.on_final is not None:
+            try:
+                delivery.on_final(delivery.request_id)
+            except Exception:  # noqa: BLE001  (the row stays: sent again at the next start)
+                LOG.exception("alarm %s: recording its action as done failed",
+                              delivery.alarm_id)
 
     def _submit(self, delivery: _Delivery) -> None:
         with self._lock:
@@ -145,11 +177,12 @@ class ActionDispatcher:
                     self.counts["refused"] += 1
                 LOG.warning("alarm %s: action to %s not sent: %s", delivery.alarm_id,
                             redact_url(delivery.url), escape(exc))
+                self._final(delivery)
                 return
         if not delivery.body:  # encoded here, in the pool, so dispatch() returns at once
             delivery.body = json.dumps(delivery.payload).encode()
-            if self._secret:
-                delivery.signature = sign(self._secret, delivery.body)
+        if self._secret and not delivery.signature:
+            delivery.signature = sign(self._secret, delivery.body)
         headers = {"X-OpenStack-Request-Id": delivery.request_id}
         if delivery.signature:
             headers[SIGNATURE_HEADER] = delivery.signature
@@ -171,12 +204,14 @@ class ActionDispatcher:
                                      instance_id=delivery.instance_id)
                 LOG.debug("alarm %s: action to %s delivered (HTTP %d, attempt %d)",
                           delivery.alarm_id, redact_url(delivery.url), status, delivery.attempts)
+                self._final(delivery)
                 return
             if status < 500:
                 with self._lock:
                     self.counts["refused"] += 1
                 LOG.warning("alarm %s: action to %s refused with HTTP %d; not retried",
                             delivery.alarm_id, redact_url(delivery.url), status)
+                self._final(delivery)
                 return
             problem = f"HTTP {status}"
         self._retry(delivery, problem)
@@ -190,7 +225,7 @@ class ActionDispatcher:
             delay_s = next(delivery.backoff)
             if elapsed + delay_s > self.retry_for_s:
                 self._lose(delivery, f"{problem}; gave up after {delivery.attempts} attempts "
-                                     f"in {elapsed:.1f} s")
+                                     f"in {elapsed:.1f} s", final=True)
                 return
             if delivery.attempts == 1:
                 LOG.warning("alarm %s: action to %s failed (%s); retrying for up to %g s",
@@ -200,11 +235,20 @@ class ActionDispatcher:
                                            delivery))
             self._lock.notify_all()
 
-    def _lose(self, delivery: _Delivery, why: str) -> None:
-        """Called with the lock held."""
+    def _lose(self, delivery: _Delivery, why: str, final: bool = False) -> None:
+        """Called with the lock held. ``final``: out of retries; otherwise the dispatcher is
+        stopping, and a stored action is only deferred to the next start."""
+        if delivery.on_final is not None and not final:
+            self.counts["deferred"] += 1
+            LOG.warning("alarm %s: action to %s not delivered yet (%s); kept in the outbox, "
+                        "sent again at the next start", delivery.alarm_id,
+                        redact_url(delivery.url), why)
+            return
         self.counts["lost"] += 1
         LOG.error("alarm %s: action to %s lost: %s", delivery.alarm_id, redact_url(delivery.url),
                   why)
+        if final:
+            self._final(delivery)
 
     def _schedule_retries(self) -> None:
         while True:
