@@ -6,7 +6,10 @@ loses the alarm), a failed POST (connection error, timeout, 5xx) is retried
 with exponential backoff until ``retry_for_s`` after the first attempt, then
 logged as lost with the alarm id and the URL. A 4xx (or a redirect) is the
 Consumer's final answer. Retries wait on a timer heap, not in a worker, so a
-Consumer that is down never holds up the alarms of another.
+Consumer that is down never holds up the alarms of another, and one target
+(scheme, host, port) has at most ``per_target`` POSTs in flight (three quarters
+of the workers by default): the others wait for it in its own queue, so a slow
+Consumer leaves workers to the others.
 
 Every request carries ``X-OpenStack-Request-Id`` (as Aodh sends it), the same
 on every retry, so a Consumer can tell a retry from a second alarm; with a
@@ -31,9 +34,11 @@ import json
 import logging
 import threading
 import uuid
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from doctor import clock
 from doctor.http import HttpClient, HttpError
@@ -71,11 +76,16 @@ class ActionDispatcher:
     def __init__(self, timeout_s: float = 2.0, retry_for_s: float = 60.0,
                  retry_initial_s: float = 0.05, retry_max_s: float = 2.0, workers: int = 32,
                  profiler: Profiler | None = None,
-                 check_url: Callable[[str], object] | None = None, secret: str = "") -> None:
+                 check_url: Callable[[str], object] | None = None, secret: str = "",
+                 per_target: int = 0) -> None:
         """``check_url`` raises ValueError for a URL no action may go to: never POSTed,
         counted as refused. ``secret``: sign every body with it (X-Doctor-Signature);
-        empty: unsigned."""
+        empty: unsigned. ``per_target``: most POSTs in flight to one target (0: three
+        quarters of ``workers``, at least 1)."""
         self.timeout_s = timeout_s
+        self.per_target = per_target or max(1, workers * 3 // 4)
+        self._active: Counter[str] = Counter()  # POSTs in flight (or queued in the pool)
+        self._parked: dict[str, deque[_Delivery]] = {}  # by target, over per_target
         self.check_url = check_url
         self.retry_for_s = retry_for_s
         self.retry_initial_s = retry_initial_s
@@ -138,28 +148,51 @@ class ActionDispatcher:
                               delivery.alarm_id)
 
     def _submit(self, delivery: _Delivery) -> None:
+        target = _target(delivery.url)
         with self._lock:
             if self._stopping.is_set():
                 self._lose(delivery, "the notifier is stopping")
                 return
+            if self._active[target] >= self.per_target:
+                self._parked.setdefault(target, deque()).append(delivery)
+                return
+            self._active[target] += 1
             ticket = next(self._seq)
             self._inflight[ticket] = delivery
+        self._start(ticket, target, delivery)
+
+    def _start(self, ticket: int, target: str, delivery: _Delivery) -> None:
         try:
             future = self._pool.submit(self._attempt, delivery)
         except RuntimeError:  # the pool shut down between the check and the submit
             with self._lock:
                 self._inflight.pop(ticket, None)
+                self._active[target] -= 1
                 self._lose(delivery, "the notifier is stopping")
             return
         # A callback, not a finally in _attempt: it also runs for attempts cancelled at stop.
-        future.add_done_callback(lambda f: self._done(f, ticket, delivery))
+        future.add_done_callback(lambda f: self._done(f, ticket, target, delivery))
 
-    def _done(self, future: Future, ticket: int, delivery: _Delivery) -> None:
+    def _done(self, future: Future, ticket: int, target: str, delivery: _Delivery) -> None:
+        following = None
         with self._lock:
             self._inflight.pop(ticket, None)
             if future.cancelled():
                 self._lose(delivery, "the notifier stopped before it was sent")
+            self._active[target] -= 1
+            parked = self._parked.get(target)
+            if parked and not self._stopping.is_set():
+                following = parked.popleft()
+                if not parked:
+                    del self._parked[target]
+                self._active[target] += 1
+                next_ticket = next(self._seq)
+                self._inflight[next_ticket] = following
+            elif self._active[target] <= 0:
+                del self._active[target]
             self._lock.notify_all()
+        if following is not None:
+            self._start(next_ticket, target, following)
 
     def _attempt(self, delivery: _Delivery) -> None:
         try:
@@ -270,7 +303,8 @@ class ActionDispatcher:
     def pending(self) -> int:
         """Actions queued, in flight or waiting to be retried."""
         with self._lock:
-            return len(self._inflight) + len(self._retries)
+            return (len(self._inflight) + len(self._retries)
+                    + sum(len(parked) for parked in self._parked.values()))
 
     def stop(self, timeout_s: float = 3.0) -> None:
         """Stop within about ``timeout_s``: POSTs in flight may finish; the rest is logged lost."""
@@ -282,6 +316,10 @@ class ActionDispatcher:
             self._retries.clear()
             for delivery in waiting:
                 self._lose(delivery, "the notifier stopped before its retry")
+            parked = [d for queue in self._parked.values() for d in queue]
+            self._parked.clear()
+            for delivery in parked:
+                self._lose(delivery, "the notifier stopped before it was sent")
         if self._scheduler is not None:
             self._scheduler.join(max(0.0, deadline - clock.monotonic()))
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -292,3 +330,12 @@ class ActionDispatcher:
                 self._lose(delivery, "still in flight when the notifier stopped")
             self._inflight.clear()
         self._client.close()
+
+
+def _target(url: str) -> str:
+    """Where a POST goes, for the per-target bound: scheme, host and port."""
+    try:
+        parts = urlsplit(url)
+        return f"{parts.scheme}://{parts.hostname}:{parts.port}"
+    except ValueError:
+        return url
