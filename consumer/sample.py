@@ -31,7 +31,7 @@ import heapq
 import itertools
 import logging
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Any, Protocol
 
 from flask import Flask, Response, jsonify, request
@@ -69,6 +69,9 @@ from doctor.wsgi import HttpServer
 
 LOG = logging.getLogger(__name__)
 MAX_KEPT = 10_000  # notifications kept for GET /failures; the oldest go first
+REQUEST_ID_HEADER = "X-OpenStack-Request-Id"  # the same on every attempt of one alarm action
+MAX_REQUEST_IDS = 10_000  # request ids remembered to drop a re-sent alarm; the oldest go first
+MAX_REQUEST_ID = 255  # a longer request id is not remembered
 CONFIRM_INTERVAL_S = 0.5  # how often an unconfirmed failure is asked about again
 
 
@@ -267,6 +270,8 @@ class SampleConsumer(Consumer):
         self.profile = Profiler(config.profile_file)
         self._received: deque[Notification] = deque(maxlen=MAX_KEPT)
         self._lock = threading.Lock()
+        self._by_request: OrderedDict[str, Notification] = OrderedDict()  # recent request ids
+        self.duplicates = 0  # re-sent alarms dropped
         self._server: HttpServer | None = None
         self.recovery: Recovery | None = None
         if config.recovery == "recreate":
@@ -294,10 +299,19 @@ class SampleConsumer(Consumer):
             self.recovery.stop()
             self.recovery.controller.close()
 
-    def receive(self, body: Any, received_at: float) -> Notification:
-        """Keep, log and profile one alarm payload; EventError (naming the field) if malformed."""
+    def receive(self, body: Any, received_at: float, request_id: str = "") -> Notification:
+        """Keep, log and profile one alarm payload; EventError (naming the field) if malformed.
+
+        An alarm re-sent with a ``request_id`` seen recently (the Notifier sends an action
+        again after a crash, with the same X-OpenStack-Request-Id) is not kept again: the
+        first one's notification is returned."""
         alarm_id, alarm_name, instance_id, vim_id = parse_alarm(body)
         notification = Notification(received_at, alarm_id, alarm_name, instance_id, vim_id)
+        first = self._first_of(request_id, notification)
+        if first is not notification:
+            LOG.info("alarm %s: request %s received again; dropped as a duplicate",
+                     escape(alarm_id), escape(request_id))
+            return first
         if vim_id:
             with self._lock:
                 self._received.append(notification)
@@ -311,6 +325,21 @@ class SampleConsumer(Consumer):
         self.profile.record("T09", at=received_at, alarm_id=alarm_id, instance_id=instance_id)
         if self.recovery is not None:
             self.recovery.submit(instance_id)
+        return notification
+
+    def _first_of(self, request_id: str, notification: Notification) -> Notification:
+        """The notification first received with ``request_id`` (``notification`` itself if
+        it is the first, or if there is no request id to tell)."""
+        if not request_id or len(request_id) > MAX_REQUEST_ID:
+            return notification
+        with self._lock:
+            first = self._by_request.get(request_id)
+            if first is not None:
+                self.duplicates += 1
+                return first
+            self._by_request[request_id] = notification
+            if len(self._by_request) > MAX_REQUEST_IDS:
+                self._by_request.popitem(last=False)
         return notification
 
     def notifications(self, since: float | None = None) -> list[Notification]:
@@ -371,7 +400,8 @@ def create_app(consumer: SampleConsumer) -> Flask:
     def failure() -> Response:
         received_at = clock.now()  # first thing: this is the notification time
         try:
-            notification = consumer.receive(json_body(), received_at)
+            notification = consumer.receive(json_body(), received_at,
+                                            request.headers.get(REQUEST_ID_HEADER, ""))
         except EventError as exc:
             raise ApiError(400, str(exc), exc.field) from None
         return jsonify(notification.to_dict())

@@ -24,8 +24,9 @@ what it serves (port 8042, as Aodh):
                       X-Project-Id, X-Roles (Aodh's noauth mode; aodhclient:
                       --os-auth-type aodh-noauth).
   POST /v1/events     a JSON list of events in Ceilometer's format (what the Inspector
-                      publishes); answered 202 at once, evaluated asynchronously. Only
-                      the service's token (X-Auth-Token), unless auth_strategy = noauth.
+                      publishes); answered 202 once stored (it survives a crash),
+                      evaluated asynchronously. Only the service's token
+                      (X-Auth-Token), unless auth_strategy = noauth.
   A matching event fires the alarm: POST <alarm action URL> with Aodh's body
   {alarm_name, alarm_id, severity, previous, current, reason, reason_data}, signed
   with action_secret (X-Doctor-Signature: sha256=<hex HMAC-SHA256 of the body>).

@@ -209,10 +209,17 @@ class Evaluation:
 
     firings: list[Firing] = field(default_factory=list)
     changed: dict[str, tuple[dict[str, Any], int]] = field(default_factory=dict)
+    # The alarms as they were before the batch, to undo it if it cannot be persisted.
+    before: dict[str, tuple[Alarm, dict[str, Any], int]] = field(default_factory=dict)
+
+    def undo(self) -> None:
+        """Put the alarms back as they were before this batch (its owner still holding the
+        lock it evaluated under, so nothing else changed them meanwhile)."""
+        for alarm, data, version in self.before.values():
+            alarm.data, alarm.version = data, version
 
     def history(self) -> list[dict[str, Any]]:
-        """One state transition record per firing; built on demand, after the actions are
-        dispatched, as it costs more than the evaluation itself."""
+        """One state transition record per firing, built on demand."""
         return [history_entry(f.alarm, "state transition",
                               {"state": f.current, "transition_reason": f.reason},
                               utc_iso(f.at)) for f in self.firings]
@@ -381,6 +388,7 @@ class Evaluator:
     def _fire(self, alarm: Alarm, event: dict[str, Any], traits: dict[str, tuple[int, Any]],
               at: float, result: Evaluation) -> None:
         previous = alarm.data["state"]
+        result.before.setdefault(alarm.alarm_id, (alarm, alarm.data, alarm.version))
         reason = (f"Event <id={event.get('message_id')},event_type={event.get('event_type')}> "
                   f"hits the query <query={alarm.rule.query_json}>.")
         data = {**alarm.data, "state": ALARM, "state_reason": reason}
