@@ -6,6 +6,8 @@
     DELETE /v1/servers/<id>            204
     POST   /v1/servers/<id>/action     {"reset-state": {"state": "error"}} or
                                        {"migrate": {"host": "compute-2"}} -> 202
+    POST   /v1/servers/reset-state     {"servers": [id, ...], "state": "error"} -> 200
+                                       {"reset": n, "not_found": [id, ...]} (one transaction)
     GET    /v1/hosts                   {"hosts": [{"name", "forced_down"}, ...]}
     PUT    /v1/hosts/<name>            {"forced_down": true|false} -> {"host": host}
 
@@ -26,6 +28,7 @@ from doctor.keystone import KeystoneSettings
 from doctor.policy import KeystoneGuard, PolicyDenied, current_identity
 
 ACTIONS = ("reset-state", "migrate")
+MAX_RESET = 10_000  # servers in one POST /v1/servers/reset-state
 
 
 def _object(value: Any, field: str) -> dict[str, Any]:
@@ -125,6 +128,23 @@ def create_app(inventory: Inventory, token: str = "", auth_strategy: str = "toke
         else:
             inventory.migrate_server(server_id, _text(arguments, "host", "migrate.host"))
         return "", 202
+
+    @app.post("/v1/servers/reset-state")
+    def reset_servers() -> Response:
+        body = _object(json_body(), "body")
+        ids = body.get("servers")
+        if not isinstance(ids, list) or not ids or len(ids) > MAX_RESET:
+            raise ApiError(400, f"servers: required, a list of 1 to {MAX_RESET} server ids",
+                           "servers")
+        for i, server_id in enumerate(ids):
+            if not isinstance(server_id, str) or not server_id.strip() or len(server_id) > 255:
+                raise ApiError(400, f"servers[{i}]: must be a server id", f"servers[{i}]")
+        state = body.get("state", "error")
+        if state not in VM_STATES:
+            raise ApiError(400, f"state: {state!r} is not a vm_state; expected one of "
+                                f"{', '.join(VM_STATES)}", "state")
+        missing = inventory.reset_states(ids, state)
+        return jsonify({"reset": len(set(ids)) - len(missing), "not_found": missing})
 
     @app.get("/v1/hosts")
     def list_hosts() -> Response:

@@ -85,6 +85,22 @@ class Controller(abc.ABC):
     def reset_state(self, server_id: str, state: str = "error") -> None:
         """Set a server's vm_state; NotFound if there is no such server."""
 
+    # Whether ``reset_states`` sets many servers in one call (the embedded controller). Nova
+    # has no such call: the Inspector then resets each server in a call of its own, in
+    # parallel.
+    batch_reset = False
+
+    def reset_states(self, server_ids: list[str], state: str = "error") -> list[str]:
+        """Set the vm_state of every server of ``server_ids``; returns those that do not
+        exist. One call each, unless the controller can do better (``batch_reset``)."""
+        missing = []
+        for server_id in server_ids:
+            try:
+                self.reset_state(server_id, state)
+            except NotFound:
+                missing.append(server_id)
+        return missing
+
     @abc.abstractmethod
     def host_status(self, server_id: str) -> str:
         """"UP", "DOWN" (its host is forced down) or "UNKNOWN", as Nova 2.16+ reports it."""

@@ -92,6 +92,7 @@ _RESET_STATE = (update(servers)
                        servers.c.state != bindparam("new_state"))
                 .values(state=bindparam("new_state"), updated_at=bindparam("now"))
                 .returning(servers.c.name, servers.c.project_id, servers.c.host))
+_IN_CHUNK = 500  # ids per IN (...) list, well under SQLite's bound on parameters
 _HOST_STATUS = (select(servers.c.id, hosts.c.forced_down)
                 .select_from(servers.outerjoin(hosts, servers.c.host == hosts.c.name))
                 .where(servers.c.id == bindparam("server_id")))
@@ -234,6 +235,34 @@ class Inventory(Controller):
                 return
         server = Server(server_id, row.name, row.project_id, row.host, state)
         self._publish([_instance_event(INSTANCE_UPDATE, server)])
+
+    batch_reset = True
+
+    def reset_states(self, server_ids: list[str], state: str = "error") -> list[str]:
+        """One transaction for them all, one notification batch; the ids not found."""
+        _check_state(state)
+        now = clock.now()
+        wanted = list(dict.fromkeys(server_ids))
+        changed: list[Server] = []
+        with self._writing() as conn:
+            for start in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[start:start + _IN_CHUNK]
+                rows = conn.execute(
+                    update(servers).where(servers.c.id.in_(chunk), servers.c.state != state)
+                    .values(state=state, updated_at=now)
+                    .returning(servers.c.id, servers.c.name, servers.c.project_id,
+                               servers.c.host)).all()
+                changed += [Server(r.id, r.name, r.project_id, r.host, state) for r in rows]
+            found = {s.id for s in changed}
+            unchanged = [i for i in wanted if i not in found]
+            existing: set[str] = set()
+            for start in range(0, len(unchanged), _IN_CHUNK):  # already in that state?
+                chunk = unchanged[start:start + _IN_CHUNK]
+                existing.update(conn.execute(select(servers.c.id).where(
+                    servers.c.id.in_(chunk))).scalars())
+        if changed:
+            self._publish([_instance_event(INSTANCE_UPDATE, s) for s in changed])
+        return [i for i in unchanged if i not in existing]
 
     def force_down(self, host: str, down: bool = True) -> None:
         with self._writing() as conn:

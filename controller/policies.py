@@ -24,8 +24,9 @@ RULES = [
          [("POST", "/v1/servers")]),
     rule(SERVERS_DELETE, ADMIN_OR_OWNER, "Delete a server.",
          [("DELETE", "/v1/servers/{id}")]),
-    rule(SERVERS_RESET_STATE, ADMIN, "Reset a server's state (reset-state action).",
-         [("POST", "/v1/servers/{id}/action")]),
+    rule(SERVERS_RESET_STATE, ADMIN, "Reset a server's state (reset-state action), or many "
+         "servers' at once.",
+         [("POST", "/v1/servers/{id}/action"), ("POST", "/v1/servers/reset-state")]),
     rule(SERVERS_MIGRATE, ADMIN, "Migrate a server (migrate action).",
          [("POST", "/v1/servers/{id}/action")]),
     rule(HOSTS_LIST, ADMIN, "List hosts and whether they are forced down.",
@@ -41,6 +42,7 @@ ENDPOINTS = {
     "create_server": SERVERS_CREATE,
     "delete_server": SERVERS_DELETE,
     "server_action": IN_ROUTE,  # reset_state or migrate, as the body says
+    "reset_servers": SERVERS_RESET_STATE,
     "list_hosts": HOSTS_LIST,
     "update_host": HOSTS_UPDATE,
 }

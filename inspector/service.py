@@ -38,6 +38,7 @@ from notifier.base import EventPublisher, PublishError
 
 LOG = logging.getLogger(__name__)
 PRUNE_EVERY_S = 3600.0  # how often finished events past event_retention_s are removed
+RESET_BATCH = 500  # VMs per reset call to a controller that resets many at once
 
 
 @dataclass
@@ -263,10 +264,28 @@ class InspectorService(Inspector):
                              lambda outcome: self._finish(event, outcome))
         self._pool.submit(self._call, f"force {host} down", self.controller.force_down,
                           host, True).add_done_callback(progress.host_marked_down)
+        if self.controller.batch_reset:  # a few calls for all of them (embedded controller)
+            ids = [s.id for s in servers]
+            for start in range(0, len(ids), RESET_BATCH):
+                self._pool.submit(self._reset_many, host, ids[start:start + RESET_BATCH],
+                                  progress)
+            return
         for server in servers:
             self._pool.submit(self._call, f"reset {server.id} on {host} to error",
                               self.controller.reset_state, server.id, "error"
                               ).add_done_callback(progress.vm_reset)
+
+    def _reset_many(self, host: str, ids: list[str], progress: _Progress) -> None:
+        """One call resets ``ids`` to error (retried as one); the ids not found count as
+        failed, as they do when reset one by one."""
+        missing: list[list[str]] = []
+        ok = self._call(f"reset {len(ids)} VMs on {host} to error",
+                        self.controller.reset_states, ids, "error", keep=missing)
+        gone = missing[0] if ok and missing else []
+        if gone:
+            LOG.error("%d VMs of %s not found at the controller: %s", len(gone), escape(host),
+                      escape(", ".join(gone[:10]), 500))
+        progress.vms_reset(len(ids) - len(gone) if ok else 0, len(gone) if ok else len(ids))
 
     def _shortcut(self, event_id: str, host: str, servers: list[Server]) -> None:
         stored = self.log.get(event_id)
@@ -312,8 +331,10 @@ class InspectorService(Inspector):
         self.log.mark_done(event.monitor_event_id, outcome)
         LOG.info("%s handled: %s", escape(event.monitor_event_id), outcome)
 
-    def _call(self, what: str, function: Callable[..., Any], *args: Any) -> bool:
-        """One controller call, retried with backoff; False if it finally failed."""
+    def _call(self, what: str, function: Callable[..., Any], *args: Any,
+              keep: list[Any] | None = None) -> bool:
+        """One controller call, retried with backoff; False if it finally failed. ``keep``
+        receives the call's return value."""
         controller_call = getattr(function, "__self__", None) is self.controller
         tries = 0
 
@@ -321,7 +342,9 @@ class InspectorService(Inspector):
             nonlocal tries
             tries += 1
             try:
-                function(*args)
+                value = function(*args)
+                if keep is not None:
+                    keep.append(value)
             except NotFound as exc:
                 LOG.error("%s: %s; not retrying", escape(what, 500), escape(exc, 500))
                 return False
@@ -386,6 +409,16 @@ class _Progress:
     def vm_reset(self, future: Future) -> None:
         self._count("vms_set_error" if self._ok(future) else "vms_failed", True)
 
+    def vms_reset(self, done: int, failed: int) -> None:
+        """One call for many VMs ended: ``done`` reset, ``failed`` not."""
+        with self._lock:
+            self.outcome["vms_set_error"] += done
+            self.outcome["vms_failed"] += failed
+            self._left -= done + failed
+            last = self._left == 0
+        if last:
+            self._last()
+
     def _count(self, key: str, value: bool) -> None:
         with self._lock:
             if key == "host_marked_down":
@@ -395,7 +428,10 @@ class _Progress:
             self._left -= 1
             last = self._left == 0
         if last:
-            if self.outcome["vms_set_error"]:
-                self.profiler.record("T03", hostname=self.host,
-                                     servers=self.outcome["vms_set_error"])
-            self._finish(self.outcome)
+            self._last()
+
+    def _last(self) -> None:
+        if self.outcome["vms_set_error"]:
+            self.profiler.record("T03", hostname=self.host,
+                                 servers=self.outcome["vms_set_error"])
+        self._finish(self.outcome)

@@ -190,6 +190,9 @@ ENDPOINTS = [
         [("reset-state",), ("reset-state", "state")])),
     Endpoint("controller", "POST", "/v1/servers/{server}/action", **body(
         lambda: {"migrate": {"host": "c2"}}, [("migrate",), ("migrate", "host")])),
+    Endpoint("controller", "POST", "/v1/servers/reset-state", **body(
+        lambda: {"servers": ["vm-a", "vm-b"], "state": "error"},
+        [("servers",), ("servers", 0), ("state",)])),
     Endpoint("controller", "PUT", "/v1/hosts/c1", **body(
         lambda: {"forced_down": False}, [("forced_down",)])),
     Endpoint("notifier", "POST", "/v2/alarms", **body(alarm, ALARM_PATHS)),

@@ -55,6 +55,22 @@ class FakeController(Controller):
         pass
 
 
+class BatchController(FakeController):
+    """A controller that resets many servers in one call, as the embedded one does."""
+
+    batch_reset = True
+
+    def reset_states(self, server_ids, state="error"):
+        self._maybe_fail()
+        self.calls.append(("reset_states", len(server_ids), state))
+        missing = [i for i in server_ids if i not in self.servers]
+        for server_id in server_ids:
+            if server_id in self.servers:
+                self.servers[server_id] = dataclasses.replace(self.servers[server_id],
+                                                              state=state)
+        return missing
+
+
 class RecordingPublisher(EventPublisher):
     def __init__(self):
         self.batches = []
@@ -105,6 +121,24 @@ def test_host_down_resets_every_vm_marks_host_and_notifies_each(tmp_path):
         assert outcome == {"host_marked_down": True, "vms_set_error": 50, "vms_failed": 0}
         assert service.host("c1")["state"] == "down"
         assert service.host("c2")["state"] == "unknown"
+    finally:
+        service.stop()
+
+
+def test_a_batch_controller_gets_a_few_calls_and_a_missing_vm_counts_as_failed(tmp_path):
+    controller = BatchController(servers_on("c1", 1200))
+    controller.failures_left = 1  # the first call fails once: retried as a whole
+    service = make_service(tmp_path, controller)
+    try:
+        del controller.servers["c1-vm7"]  # gone from the controller, still in the host map
+        event = down("c1")
+        service.submit([event])
+        wait_until(lambda: service.log.get(event.monitor_event_id).status == "done")
+        resets = [c for c in controller.calls if c[0] == "reset_states"]
+        assert sorted(c[1] for c in resets) == [200, 500, 500]
+        assert all(s.state == "error" for s in controller.servers.values())
+        outcome = service.log.get(event.monitor_event_id).outcome
+        assert outcome == {"host_marked_down": True, "vms_set_error": 1199, "vms_failed": 1}
     finally:
         service.stop()
 
