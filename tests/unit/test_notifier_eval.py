@@ -220,24 +220,25 @@ def test_replacing_and_removing_alarms_keeps_the_index_right():
     assert not evaluator.alarms and not evaluator._exact and not evaluator._wild
 
 
-def test_ten_thousand_alarms_and_a_thousand_events_evaluate_in_milliseconds():
+def test_an_event_looks_only_at_the_alarms_its_index_entry_holds():
+    """10,000 alarms, 1000 events: each event is checked against its own VM's alarm and the
+    project's wildcard alarm, never the other 9,999 (the index by type, project, instance)."""
+    from notifier.evaluator import parse_traits
+
     evaluator = Evaluator()
     for i in range(10_000):
         evaluator.add(alarm(query=[("traits.instance_id", "eq", f"vm-{i}"),
                                    ("traits.state", "eq", "error")], project=f"p{i % 10}"))
-    evaluator.add(alarm(event_type="compute.*", query=[("traits.state", "eq", "deleted")]))
+    evaluator.add(alarm(event_type="compute.*", query=[("traits.state", "eq", "deleted")],
+                        project="p0"))
     events = [event(traits=[["instance_id", 1, f"vm-{i * 7}"], ["state", 1, "error"]],
                     project=f"p{i * 7 % 10}") for i in range(1000)]
-    started = time.perf_counter()
+    looked_at = [len(list(evaluator.candidates(e, parse_traits(e)))) for e in events]
+    assert max(looked_at) <= 2 and min(looked_at) == 1
     result = evaluator.evaluate(events)
-    elapsed_ms = (time.perf_counter() - started) * 1000
-    assert len(result.firings) == 1000
-    started = time.perf_counter()
+    assert sorted(f.instance_id for f in result.firings) == sorted(f"vm-{i * 7}"
+                                                                     for i in range(1000))
     assert evaluator.evaluate(events).firings == []  # all in alarm already
-    quiet_ms = (time.perf_counter() - started) * 1000
-    print(f"1000 events over 10,000 alarms: {elapsed_ms:.1f} ms firing 1000, "
-          f"{quiet_ms:.1f} ms firing none")
-    assert elapsed_ms < 250 and quiet_ms < 250  # ~20 and ~5 ms here; loose for busy CI hosts
 
 
 # -- the service: store, restart, re-arm through the API's operations ---------------------------
