@@ -7,11 +7,19 @@ Doctor's conservative path, and how the Inspector keeps its host -> VM map
 fresh. Each publisher has its own worker thread and queue, so a call returns
 as soon as its row is committed, and a slow or failing publisher delays
 nobody else.
+
+Nothing is lost to a crash: a change's events are stored, one row per publisher, in the
+change's own transaction (table ``notifications``). A row is deleted once its publisher
+took the event; a publisher that fails is retried, in order, with backoff, for
+``retry_for_s``, and what is left at a stop or a kill -9 is sent at the next start, with
+the same ``message_id`` (at least once). A receiver's refusal (a 4xx) is final: logged
+with the VM ids and dropped.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 import uuid
@@ -24,9 +32,11 @@ from sqlalchemy import (
     Connection,
     Float,
     ForeignKey,
+    Integer,
     MetaData,
     String,
     Table,
+    Text,
     bindparam,
     delete,
     insert,
@@ -51,7 +61,8 @@ from doctor import clock
 from doctor.events import INSTANCE_UPDATE, instance_update, traits
 from doctor.logs import escape
 from doctor.outbox import Outbox, OutboxClosed
-from notifier.base import EventPublisher
+from doctor.retry import Backoff, RetryError, retry
+from notifier.base import EventPublisher, PublishError
 
 LOG = logging.getLogger(__name__)
 
@@ -77,6 +88,15 @@ servers = Table(
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
+# Events not yet taken by their publisher (``publisher``: its index in the list given).
+notifications = Table(
+    "notifications", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("publisher", Integer, nullable=False, index=True),
+    Column("event", Text, nullable=False),  # the event's JSON
+    Column("created_at", Float, nullable=False),
+)
+DEFAULT_RETRY_FOR_S = 3600.0  # a publisher failing longer loses what it had not taken
 # Their inserts have on_conflict_do_nothing(); the generic Insert has not.
 _DIALECT_INSERTS: dict[str, Callable[..., Any]] = {"sqlite": sqlite.insert,
                                                    "postgresql": postgresql.insert}
@@ -124,17 +144,11 @@ def _instance_event(event_type: str, server: Server, state: str | None = None) -
     return event
 
 
-def _publisher_outbox(publisher: EventPublisher, index: int) -> Outbox[dict[str, Any]]:
-    """One publisher's outbox: a worker thread that publishes what is waiting in one call."""
+Staged = tuple[int, dict[str, Any]]  # a notification's row id and its event
 
-    def publish(batch: list[dict[str, Any]]) -> None:
-        try:
-            publisher.publish(batch)
-        except Exception as exc:  # noqa: BLE001  (a publisher's failure must not stop the worker)
-            LOG.error("publishing %d events via %s failed (instances %s): %s", len(batch),
-                      type(publisher).__name__, _instance_ids(batch), escape(exc, 500))
 
-    return Outbox(publish, name=f"controller-publish-{index}", max_batch=MAX_BATCH).start()
+class _Refused(Exception):
+    """A publisher's receiver refused the events (a 4xx): sending them again won't help."""
 
 
 def _instance_ids(events: Iterable[dict[str, Any]]) -> str:
@@ -148,7 +162,8 @@ class Inventory(Controller):
     closes them.
     """
 
-    def __init__(self, engine: Engine, publishers: Iterable[EventPublisher] = ()) -> None:
+    def __init__(self, engine: Engine, publishers: Iterable[EventPublisher] = (),
+                 retry_for_s: float = DEFAULT_RETRY_FOR_S) -> None:
         if engine.dialect.name not in _DIALECT_INSERTS or not engine.dialect.update_returning:
             raise ControllerError(f"database {engine.dialect.name} is not supported; "
                                   "use SQLite (3.35+) or PostgreSQL")
@@ -158,7 +173,99 @@ class Inventory(Controller):
         # SQLite's busy handler, which sleeps in milliseconds. Other databases lock rows.
         self._write_lock: Any = (threading.Lock() if engine.dialect.name == "sqlite"
                                  else contextlib.nullcontext())
-        self._outboxes = [(p, _publisher_outbox(p, i)) for i, p in enumerate(publishers)]
+        self.retry_for_s = retry_for_s
+        self._closing = threading.Event()
+        publishers = list(publishers)
+        self._outboxes = [(p, self._outbox(p, i)) for i, p in enumerate(publishers)]
+        self._resume(len(publishers))
+        for _, outbox in self._outboxes:
+            outbox.start()
+
+    def _outbox(self, publisher: EventPublisher, index: int) -> Outbox[Staged]:
+        """One publisher's outbox: a worker thread that publishes what is waiting in one
+        call, retried until it is taken, then deletes its rows."""
+
+        def publish(batch: list[Staged]) -> None:
+            events = [event for _, event in batch]
+
+            def failed(exc: BaseException, attempts: int, delay: float | None) -> None:
+                if attempts == 1 or attempts % 10 == 0:
+                    LOG.error("publishing %d events via %s failed (instances %s): %s; "
+                              "retrying", len(events), type(publisher).__name__,
+                              _instance_ids(events), escape(exc, 500))
+
+            def attempt() -> None:
+                try:
+                    publisher.publish(events)
+                except PublishError as exc:
+                    if exc.final:
+                        raise _Refused(str(exc)) from None
+                    raise
+
+            try:
+                retry(attempt, backoff=Backoff(0.05, 5.0), transient=(PublishError, OSError),
+                      deadline=clock.monotonic() + self.retry_for_s, stop=self._closing,
+                      on_failure=failed)
+            except _Refused as exc:
+                LOG.error("%s refused %d events (instances %s): %s; not sent again",
+                          type(publisher).__name__, len(events), _instance_ids(events),
+                          escape(exc, 500))
+            except RetryError as exc:
+                if self._closing.is_set():  # kept: sent at the next start
+                    LOG.warning("controller stopping: %d events for %s kept for the next "
+                                "start", len(events), type(publisher).__name__)
+                    return
+                LOG.error("%d events for %s lost after %.0f s of failures (instances %s): "
+                          "%s", len(events), type(publisher).__name__, self.retry_for_s,
+                          _instance_ids(events), escape(exc, 500))
+            except Exception as exc:  # noqa: BLE001  (a bug must not stop the worker)
+                LOG.exception("publishing %d events via %s failed unexpectedly (instances "
+                              "%s): %s", len(events), type(publisher).__name__,
+                              _instance_ids(events), escape(exc, 500))
+            self._forget([row_id for row_id, _ in batch])
+
+        return Outbox(publish, name=f"controller-publish-{index}", max_batch=MAX_BATCH)
+
+    def _resume(self, count: int) -> None:
+        """Queue what a previous run had not delivered, oldest first; rows of a publisher
+        that is no longer configured are dropped, said so."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(notifications.c.id, notifications.c.publisher,
+                                       notifications.c.event)
+                                .order_by(notifications.c.id)).all()
+        if not rows:
+            return
+        orphans = [r.id for r in rows if not 0 <= r.publisher < count]
+        for index, (_, outbox) in enumerate(self._outboxes):
+            outbox.put_many([(r.id, json.loads(r.event)) for r in rows if r.publisher == index])
+        LOG.warning("%d notifications from before a restart are sent again",
+                    len(rows) - len(orphans))
+        if orphans:
+            LOG.error("%d notifications for publishers no longer configured dropped",
+                      len(orphans))
+            self._forget(orphans)
+
+    def _stage(self, conn: Connection, events: list[dict[str, Any]]) -> list[list[Staged]]:
+        """Store ``events`` for each publisher within the caller's transaction."""
+        if not self._outboxes or not events:
+            return []
+        now = clock.now()
+        texts = [json.dumps(e) for e in events]
+        staged = []
+        for index in range(len(self._outboxes)):
+            ids = conn.execute(
+                insert(notifications).returning(notifications.c.id,
+                                                sort_by_parameter_order=True),
+                [{"publisher": index, "event": t, "created_at": now} for t in texts]
+            ).scalars().all()
+            staged.append(list(zip(ids, events, strict=True)))
+        return staged
+
+    def _forget(self, row_ids: list[int]) -> None:
+        for start in range(0, len(row_ids), _IN_CHUNK):
+            with self._writing() as conn:
+                conn.execute(delete(notifications).where(
+                    notifications.c.id.in_(row_ids[start:start + _IN_CHUNK])))
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -200,14 +307,17 @@ class Inventory(Controller):
             self._check_host_usable(conn, host, now)
             conn.execute(insert(servers).values(**server.to_dict(), created_at=now,
                                                 updated_at=now))
-        self._publish([_instance_event(INSTANCE_CREATE_END, server)])
+            staged = self._stage(conn, [_instance_event(INSTANCE_CREATE_END, server)])
+        self._queue(staged)
         return server
 
     def delete_server(self, server_id: str) -> None:
         with self._writing() as conn:
             server = self._get(conn, server_id, for_update=True)
             conn.execute(delete(servers).where(servers.c.id == server_id))
-        self._publish([_instance_event(INSTANCE_DELETE_END, server, state="deleted")])
+            staged = self._stage(conn, [_instance_event(INSTANCE_DELETE_END, server,
+                                                        state="deleted")])
+        self._queue(staged)
 
     def migrate_server(self, server_id: str, host: str) -> None:
         """Move a server to ``host`` (created on first use); not to where it is, nor a down host."""
@@ -220,8 +330,9 @@ class Inventory(Controller):
             self._check_host_usable(conn, host, now)
             conn.execute(update(servers).where(servers.c.id == server_id)
                          .values(host=host, updated_at=now))
-        moved = Server(server.id, server.name, server.project_id, host, server.state)
-        self._publish([_instance_event(INSTANCE_UPDATE, moved)])
+            moved = Server(server.id, server.name, server.project_id, host, server.state)
+            staged = self._stage(conn, [_instance_event(INSTANCE_UPDATE, moved)])
+        self._queue(staged)
 
     def reset_state(self, server_id: str, state: str = "error") -> None:
         _check_state(state)
@@ -233,8 +344,9 @@ class Inventory(Controller):
             if row is None:
                 self._get(conn, server_id)  # NotFound, or already in that state: no change
                 return
-        server = Server(server_id, row.name, row.project_id, row.host, state)
-        self._publish([_instance_event(INSTANCE_UPDATE, server)])
+            server = Server(server_id, row.name, row.project_id, row.host, state)
+            staged = self._stage(conn, [_instance_event(INSTANCE_UPDATE, server)])
+        self._queue(staged)
 
     batch_reset = True
 
@@ -260,8 +372,8 @@ class Inventory(Controller):
                 chunk = unchanged[start:start + _IN_CHUNK]
                 existing.update(conn.execute(select(servers.c.id).where(
                     servers.c.id.in_(chunk))).scalars())
-        if changed:
-            self._publish([_instance_event(INSTANCE_UPDATE, s) for s in changed])
+            staged = self._stage(conn, [_instance_event(INSTANCE_UPDATE, s) for s in changed])
+        self._queue(staged)
         return [i for i in unchanged if i not in existing]
 
     def force_down(self, host: str, down: bool = True) -> None:
@@ -276,14 +388,20 @@ class Inventory(Controller):
         return all(outbox.flush(timeout_s) for _, outbox in self._outboxes)
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Publish what is queued (waiting at most ``timeout_s``), then stop the workers."""
+        """Publish what is queued (waiting at most ``timeout_s``), then stop the workers;
+        what is left stays stored for the next start."""
+        deadline = clock.monotonic() + timeout_s
+        for _, outbox in self._outboxes:
+            outbox.flush(max(0.0, deadline - clock.monotonic()))
+        self._closing.set()  # a publisher still retrying gives up now
         for publisher, outbox in self._outboxes:
             if outbox.closed:
                 continue
-            lost = outbox.close(timeout_s)
-            if lost:
-                LOG.error("controller closing: %d events still unpublished after %.1f s "
-                          "(instances %s)", len(lost), timeout_s, _instance_ids(lost))
+            left = outbox.close(max(0.0, deadline - clock.monotonic()))
+            if left:
+                LOG.warning("controller closing: %d events not yet published, kept for the "
+                            "next start (instances %s)", len(left),
+                            _instance_ids(e for _, e in left))
             publisher.close()
 
     # -- inside -----------------------------------------------------------------------------
@@ -311,10 +429,11 @@ class Inventory(Controller):
         if conn.execute(select(hosts.c.forced_down).where(hosts.c.name == host)).scalar():
             raise ControllerError(f"host {host} is forced down", 409)
 
-    def _publish(self, events: list[dict[str, Any]]) -> None:
-        for _, outbox in self._outboxes:
+    def _queue(self, staged: list[list[Staged]]) -> None:
+        """Hand committed notifications to their publishers' workers."""
+        for (_, outbox), items in zip(self._outboxes, staged, strict=False):
             try:
-                outbox.put_many(events)
-            except OutboxClosed:
-                LOG.error("controller closed: %d events not published (instances %s)",
-                          len(events), _instance_ids(events))
+                outbox.put_many(items)
+            except OutboxClosed:  # stored: the next start sends them
+                LOG.warning("controller closed: %d events kept for the next start",
+                            len(items))

@@ -24,4 +24,9 @@ class EventPublisher(abc.ABC):
 
 
 class PublishError(RuntimeError):
-    """The events could not be delivered."""
+    """The events could not be delivered; ``final``: the receiver refused them (a 4xx),
+    so sending them again would not help."""
+
+    def __init__(self, message: str, final: bool = False) -> None:
+        super().__init__(message)
+        self.final = final

@@ -67,7 +67,7 @@ class HttpPublisher(EventPublisher):
         except (GaveUp, _Refused) as exc:
             problem = str(exc.last if isinstance(exc, GaveUp) else exc)
             raise PublishError(f"{len(events)} events not delivered to {self.url}: "
-                               f"{problem}") from None
+                               f"{problem}", final=isinstance(exc, _Refused)) from None
 
     def close(self) -> None:
         self.session.close()

@@ -8,7 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import delete
+from sqlalchemy import delete, func, select
 
 from controller.base import ControllerError, Host, NotFound
 from controller.embedded import (
@@ -16,6 +16,7 @@ from controller.embedded import (
     INSTANCE_DELETE_END,
     Inventory,
     hosts,
+    notifications,
 )
 from doctor.events import INSTANCE_UPDATE, parse_ceilometer_event, traits
 from doctor.store import make_engine
@@ -184,17 +185,60 @@ def test_each_publisher_gets_every_event_and_a_slow_one_gets_batches(engine):
     assert fast.closed and slow.closed
 
 
-def test_a_failed_publish_is_logged_with_the_vm_ids_not_raised(engine, caplog):
+def test_a_failed_publish_is_logged_with_the_vm_ids_and_retried_until_taken(engine, caplog):
     failing = RecordingPublisher(fail=True)
     inventory = Inventory(engine, [failing])
     try:
-        server = inventory.create_server("vnf", "t", "compute-1")
         with caplog.at_level(logging.ERROR, logger="controller.embedded"):
+            server = inventory.create_server("vnf", "t", "compute-1")
             inventory.reset_state(server.id)
-            assert inventory.flush()
+            assert not inventory.flush(0.5)  # still failing: kept, not dropped
         assert inventory.get_server(server.id).state == "error"
         assert any(server.id in r.getMessage() and "notifier is down" in r.getMessage()
                    for r in caplog.records)
+        failing.fail = False
+        assert inventory.flush()
+        taken = [traits(e)["state"] for e in failing.events if
+                 traits(e)["instance_id"] == server.id]
+        assert taken[-2:] == ["active", "error"]  # in order, after the failures
+    finally:
+        inventory.close()
+
+
+def test_what_a_publisher_had_not_taken_is_sent_at_the_next_start(engine):
+    down = RecordingPublisher(fail=True)
+    inventory = Inventory(engine, [down])
+    server = inventory.create_server("vnf", "t", "compute-1")
+    inventory.reset_state(server.id)
+    inventory.close(timeout_s=0.3)  # as a stop, or a kill -9 would leave them stored
+    up = RecordingPublisher()
+    again = Inventory(engine, [up])
+    try:
+        assert again.flush()
+        states = [traits(e)["state"] for e in up.events]
+        assert states == ["active", "error"]
+        # The same events, not new ones: what the failing publisher was offered comes again.
+        assert up.events[0]["message_id"] == down.events[0]["message_id"]
+    finally:
+        again.close()
+    with engine.connect() as conn:  # taken: nothing left stored
+        assert conn.execute(select(func.count()).select_from(notifications)).scalar() == 0
+
+
+def test_a_refused_publish_is_final(engine, caplog):
+    class Refusing(RecordingPublisher):
+        def publish(self, events):
+            self.calls.append(list(events))
+            raise PublishError("HTTP 400: bad event", final=True)
+
+    refusing = Refusing()
+    inventory = Inventory(engine, [refusing])
+    try:
+        with caplog.at_level(logging.ERROR, logger="controller.embedded"):
+            inventory.create_server("vnf", "t", "compute-1")
+            assert inventory.flush()
+        assert len(refusing.calls) == 1
+        assert any("not sent again" in r.getMessage() for r in caplog.records)
     finally:
         inventory.close()
 
