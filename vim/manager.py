@@ -40,6 +40,7 @@ from doctor.events import vim_status_update
 from doctor.http import HttpClient, HttpError
 from doctor.logs import escape
 from doctor.outbox import Outbox, OutboxClosed
+from doctor.retry import Backoff, RetryError, retry
 from monitor.config import MonitorConfig, Target
 from monitor.detector import HostState
 from notifier.base import EventPublisher, PublishError
@@ -58,6 +59,11 @@ LOG = logging.getLogger(__name__)
 
 REPORT_BATCH = 500  # status reports per transaction
 EVENT_BATCH = 1000  # status events per publish call
+EVENT_RETRY_FOR_S = 600.0  # a batch the notifier does not take is retried this long
+
+
+class _Refused(Exception):
+    """The notifier refused the events (a 4xx): sending them again would not help."""
 HTTP_READ_LIMIT = 65536
 # A scheduler as the manager needs it: ProbeScheduler, or a fake in the unit tests.
 SchedulerFactory = Callable[[MonitorConfig, Callable[..., None]], Any]
@@ -138,11 +144,16 @@ class ManagerStats:
 
 class VimEventSender:
     """Publishes status events from an outbox's thread, in order, batched; never blocks the
-    manager. Without a publisher the events are only counted (the change is logged)."""
+    manager. Without a publisher the events are only counted (the change is logged). A
+    batch the notifier does not take is retried, in order, with backoff, for
+    ``retry_for_s`` (a 4xx is final); what is still queued at a stop is lost, said so."""
 
-    def __init__(self, publisher: EventPublisher | None, stats: ManagerStats) -> None:
+    def __init__(self, publisher: EventPublisher | None, stats: ManagerStats,
+                 retry_for_s: float = EVENT_RETRY_FOR_S) -> None:
         self.publisher = publisher
         self.stats = stats
+        self.retry_for_s = retry_for_s
+        self._stopping = threading.Event()
         self._outbox: Outbox[dict[str, Any]] = Outbox(self._publish, name="vim-events",
                                                       max_batch=EVENT_BATCH)
 
@@ -158,7 +169,9 @@ class VimEventSender:
                 self._lost(1, "the VIM server is stopping")
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        lost = self._outbox.close(timeout_s)
+        self._outbox.flush(timeout_s / 2)
+        self._stopping.set()  # a batch still retrying gives up now
+        lost = self._outbox.close(timeout_s / 2)
         if lost:
             self._lost(len(lost), f"not published within {timeout_s:g} s of the stop")
         if self.publisher is not None:
@@ -166,11 +179,28 @@ class VimEventSender:
 
     def _publish(self, batch: list[dict[str, Any]]) -> None:
         assert self.publisher is not None
+        publisher = self.publisher
+
+        def attempt() -> None:
+            try:
+                publisher.publish(batch)
+            except PublishError as exc:
+                if exc.final:
+                    raise _Refused(str(exc)) from None
+                raise
+
+        def failed(exc: BaseException, attempts: int, delay: float | None) -> None:
+            if delay is not None and (attempts == 1 or attempts % 10 == 0):
+                LOG.warning("%d vim.status.update events not taken yet (%s); retrying",
+                            len(batch), escape(exc, 500))
+
         try:
-            self.publisher.publish(batch)
+            retry(attempt, backoff=Backoff(0.05, 5.0), transient=(PublishError,),
+                  deadline=clock.monotonic() + self.retry_for_s, stop=self._stopping,
+                  on_failure=failed)
             self.stats.events_published += len(batch)
-        except PublishError as exc:
-            self._lost(len(batch), str(exc))
+        except (_Refused, RetryError) as exc:
+            self._lost(len(batch), str(getattr(exc, "last", exc)))
 
     def _lost(self, count: int, why: str) -> None:
         self.stats.events_failed += count

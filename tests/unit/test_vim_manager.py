@@ -340,3 +340,53 @@ def test_http_check_of_a_tls_auth_url_verifies_the_certificate_as_the_vim_says(t
     ok, detail = check_http(tls_server + "/v3", cert_verify=True, timeout_s=2.0)
     assert not ok and "CERTIFICATE_VERIFY_FAILED" in detail
     assert check_http(tls_server + "/big", cert_verify=False, timeout_s=2.0) == (True, "HTTP 200")
+
+
+class _FlakyPublisher(ListPublisher):
+    """Refuses the first ``failures`` publishes (PublishError), then takes them."""
+
+    def __init__(self, failures: int, final: bool = False) -> None:
+        super().__init__()
+        self.failures = failures
+        self.final = final
+        self.attempts = 0
+
+    def publish(self, events):
+        from notifier.base import PublishError
+
+        self.attempts += 1
+        if self.attempts <= self.failures:
+            raise PublishError("notifier is down", final=self.final)
+        super().publish(events)
+
+
+def test_status_events_the_notifier_does_not_take_are_retried_in_order():
+    from vim.manager import ManagerStats, VimEventSender
+
+    publisher = _FlakyPublisher(failures=3)
+    stats = ManagerStats()
+    sender = VimEventSender(publisher, stats)
+    sender.start()
+    try:
+        for i in range(3):
+            sender.submit({"event_type": "vim.status.update", "n": i})
+        wait_until(lambda: stats.events_published == 3, 10, "the events taken")
+        assert [e["n"] for e in publisher.events] == [0, 1, 2]
+        assert stats.events_failed == 0 and publisher.attempts > 3
+    finally:
+        sender.stop()
+
+
+def test_a_refused_status_event_is_counted_lost_not_retried():
+    from vim.manager import ManagerStats, VimEventSender
+
+    publisher = _FlakyPublisher(failures=1, final=True)
+    stats = ManagerStats()
+    sender = VimEventSender(publisher, stats)
+    sender.start()
+    try:
+        sender.submit({"event_type": "vim.status.update", "n": 0})
+        wait_until(lambda: stats.events_failed == 1, 10, "the refusal counted")
+        assert publisher.attempts == 1
+    finally:
+        sender.stop()
