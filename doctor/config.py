@@ -238,6 +238,14 @@ def _has_password(value: Any) -> bool:
         return False
 
 
+def url_flag_or_env(section: str, name: str, url: str) -> tuple[list[str], dict[str, str]]:
+    """How a launcher hands a part the URL option ``name``: a flag, or, when the URL holds a
+    password, the part's environment (``env_name``), since ``ps`` shows every flag."""
+    if _has_password(url):
+        return [], {env_name(section, name): url}
+    return [f"--{name.replace('_', '-')}", url], {}
+
+
 def env_values(cls: type, section: str, environ: Mapping[str, str] | None = None
                ) -> dict[str, str]:
     """The options of ``cls`` that may come from the environment (secrets, URLs that may hold

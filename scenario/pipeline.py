@@ -24,6 +24,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from doctor.config import url_flag_or_env
 from doctor.http import HttpClient, HttpError
 from testkit.eventsink import free_port
 
@@ -241,9 +242,11 @@ class Pipeline:
 
     def _start(self, name: str, url: str, module: str, argv: list[str]) -> None:
         log_path = os.path.join(self.workdir, f"{name}.log")
-        env = {**os.environ, "DOCTOR_STATE_DIR": self.state_dir,
-               **self.secrets_env(module.split(".")[0])}
-        argv = [sys.executable, "-m", module, *argv, "--coordination-url", self.service_list_url]
+        section = module.split(".")[0]
+        url_flag, url_env = url_flag_or_env(section, "coordination_url", self.service_list_url)
+        env = {**os.environ, "DOCTOR_STATE_DIR": self.state_dir, **self.secrets_env(section),
+               **url_env}
+        argv = [sys.executable, "-m", module, *argv, *url_flag]
         with open(log_path, "a") as log:
             process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
         self.parts[name] = Part(name, url, process, log_path, argv, env)

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 import pytest
 
 from doctor import coordination
+from doctor.config import url_flag_or_env
 from doctor.http import HttpClient
 from doctor.signals import terminate_all
 from scenario.pipeline import Pipeline
@@ -45,12 +46,14 @@ class Daemons:
     def start(self, key: str, module: str, *argv: str, env: dict | None = None
               ) -> subprocess.Popen:
         log = open(os.path.join(self.workdir, f"{key}.log"), "a")
+        # A URL with a password never goes on a command line: the part's environment.
+        url_flag, where = url_flag_or_env(module.split(".")[0], "coordination_url", self.url)
         process = subprocess.Popen(
-            [sys.executable, "-m", module, *argv, "--coordination-url", self.url,
+            [sys.executable, "-m", module, *argv, *url_flag,
              "--heartbeat-timeout-s", str(HEARTBEAT_TIMEOUT_S), "--log-level", "INFO"],
             stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, "DOCTOR_STATE_DIR": os.path.join(self.workdir, "state"),
-                 **SECRETS_ENV, **(env or {})})
+                 **SECRETS_ENV, **where, **(env or {})})
         log.close()
         self.processes[key] = process
         return process
