@@ -12,6 +12,8 @@ import socket
 import uuid
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from consumer.aio import create_aio_app
 from consumer.config import ConsumerConfig
@@ -21,6 +23,7 @@ from doctor.config import ConfigError
 from doctor.profiler import read
 from doctor.signing import SIGNATURE_HEADER, sign
 from tests.unit.test_consumer_auth import SECRET, TOKEN, payload
+from tests.unit.test_fuzz_api import ENDPOINTS, FUZZ
 
 LIMIT = 200_000  # max_body_bytes: room for JSON nested too deeply to parse
 TIMEOUT_S = 10.0  # every socket of these tests
@@ -255,3 +258,27 @@ def test_the_consumer_starts_the_server_it_is_configured_with(http_server):
         assert len(consumer.notifications()) == 1
     finally:
         consumer.stop()
+
+
+@pytest.fixture(scope="module")
+def twins():
+    """A noauth consumer on Flask (test client) and one on aiohttp, for the fuzzing."""
+    flask = create_app(SampleConsumer(config_of(auth_strategy="noauth"))).test_client()
+    server = AioServer(create_aio_app(SampleConsumer(config_of(auth_strategy="noauth"))),
+                       "127.0.0.1", 0, name="consumer").start()
+    yield flask, server
+    server.stop()
+
+
+@settings(FUZZ, max_examples=200)
+@given(data=st.data())
+def test_fuzzed_alarms_get_the_answer_flask_gives_never_a_5xx(twins, data):
+    [endpoint] = [e for e in ENDPOINTS if e.part == "consumer" and e.method == "POST"]
+    body = data.draw(endpoint.bodies, label="body")
+    flask, server = twins
+    headers = {"Content-Type": "application/json"}
+    expected = flask.post("/failure", data=body, headers=headers)
+    status, answer_headers, answer = ask(server.port, "POST", "/failure", headers, body)
+    assert status < 500, answer[:500]
+    assert (comparable(status, answer_headers, answer)
+            == comparable(expected.status_code, expected.headers, expected.data))
