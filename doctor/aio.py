@@ -70,6 +70,12 @@ async def read_body(request: web.BaseRequest, limit: int,
         raise body_too_large(limit)
     if request.content.is_eof():
         return await _read(request, limit)
+    if (request.version >= (1, 1)
+            and request.headers.get("Expect", "").lower() == "100-continue"):
+        # The client (curl, say) waits for this before it sends the body; aiohttp's
+        # router would send it, its low-level server leaves it to the handler.
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # not the answer's bytes
     try:
         return await asyncio.wait_for(_read(request, limit), timeout_s)
     except asyncio.TimeoutError:

@@ -282,3 +282,21 @@ def test_fuzzed_alarms_get_the_answer_flask_gives_never_a_5xx(twins, data):
     assert status < 500, answer[:500]
     assert (comparable(status, answer_headers, answer)
             == comparable(expected.status_code, expected.headers, expected.data))
+
+
+def test_a_client_that_expects_100_continue_gets_it_then_its_answer(served):
+    consumer = SampleConsumer(config_of())
+    server = served(consumer)
+    data = alarm()
+    conn = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT_S)
+    try:
+        conn.sendall((f"POST /failure HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                      f"{SIGNATURE_HEADER}: {sign(SECRET, data)}\r\n"
+                      f"Content-Length: {len(data)}\r\n\r\n").encode())
+        assert conn.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"  # before any body
+        conn.sendall(data)
+        answer = conn.recv(65536)
+    finally:
+        conn.close()
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert len(consumer.notifications()) == 1
