@@ -23,17 +23,23 @@ CPU of Flask on waitress for the Consumer's alarm (``python -m bench.consumer_co
   accepting for a second on EMFILE (no spin). There is no connection limit but open files:
   the loop waits on epoll, so its cost grows with the busy connections, not all of them.
 - ``backlog`` 1024, as waitress's.
+- A request aiohttp cannot parse (a header too long, a control character, Content-Length
+  with chunked) gets aiohttp's plain-text 400. aiohttp's log of it carries the request's
+  bytes (a URL with ``?token=``, an ``X-Auth-Token`` line), so ``QuietLog`` logs only what
+  kind of error it was.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from doctor.api import ApiError, body_too_large
 from doctor.wsgi import (
@@ -95,6 +101,23 @@ async def _read(request: web.BaseRequest, limit: int) -> bytes:
         chunks.append(chunk)
 
 
+class QuietLog(logging.LoggerAdapter):
+    """aiohttp's server logger, without what a client sent: for an error parsing a request,
+    one line naming the error's kind and status, at INFO (the client's fault)."""
+
+    def log(self, level: int, msg: object, *args: Any, exc_info: Any = None,
+            **kwargs: Any) -> None:
+        error = exc_info if isinstance(exc_info, BaseException) else None
+        if error is None and exc_info:
+            error = sys.exc_info()[1]
+        if isinstance(error, HttpProcessingError):
+            self.logger.info("%s: refused a request it could not parse: %s (%s)",
+                             self.extra["name"] if self.extra else "api",
+                             type(error).__name__, error.code)
+            return
+        self.logger.log(level, msg, *args, exc_info=exc_info, **kwargs)
+
+
 class AioServer:
     """aiohttp's low-level server (no router, no middleware: ``handler`` answers every
     request) on host:port (port 0 picks a free one), in a thread of its own: ``start``
@@ -154,7 +177,8 @@ class AioServer:
         server = web.Server(self.handler, access_log=None,
                             keepalive_timeout=self.keepalive_timeout_s,
                             max_line_size=MAX_LINE_BYTES, max_field_size=MAX_LINE_BYTES,
-                            max_headers=MAX_HEADERS, lingering_time=LINGERING_TIME_S)
+                            max_headers=MAX_HEADERS, lingering_time=LINGERING_TIME_S,
+                            logger=QuietLog(LOG, {"name": self.name}))
         runner = web.ServerRunner(server, handle_signals=False,
                                   shutdown_timeout=SHUTDOWN_TIMEOUT_S)
         await runner.setup()

@@ -300,3 +300,25 @@ def test_a_client_that_expects_100_continue_gets_it_then_its_answer(served):
         conn.close()
     assert answer.startswith(b"HTTP/1.1 200")
     assert len(consumer.notifications()) == 1
+
+
+def test_a_request_that_cannot_be_parsed_is_400_and_logged_without_what_it_carried(
+        served, caplog):
+    server = served(SampleConsumer(config_of()))
+    raws = [f"POST /failure?token={TOKEN}{'x' * 9000} HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+            f"GET /failures HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {TOKEN}\x01\x1b[31m\r\n\r\n"
+            .encode(),
+            f"POST /failure?token={TOKEN} HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+            f"Transfer-Encoding: chunked\r\n\r\n".encode()]
+    with caplog.at_level(logging.DEBUG):
+        for raw in raws:
+            conn = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT_S)
+            try:
+                conn.sendall(raw)
+                assert conn.recv(65536).startswith(b"HTTP/1.0 400")
+            finally:
+                conn.close()
+        assert ask(server.port, "GET", "/failures", AUTH, b"")[0] == 200
+    logged = caplog.text + "".join(str(r.exc_info) for r in caplog.records)
+    assert TOKEN not in logged and "\x1b" not in logged
+    assert logged.count("refused a request it could not parse") == len(raws)
