@@ -14,9 +14,11 @@ CPU of Flask on waitress for the Consumer's alarm (``python -m bench.consumer_co
   complete ``REQUEST_TIMEOUT_S`` after its head: ``read_body`` answers 408 otherwise, and
   the connection is closed ``LINGERING_TIME_S`` later (the rest of a refused body read
   and dropped meanwhile, so the client sees the answer, not a reset).
-- Request heads: a request line or one header of at most ``MAX_LINE_BYTES``, at most
-  ``MAX_HEADERS`` headers; past that, aiohttp's own 400 (waitress's backstop is 32 KiB in
-  all; aiohttp counts per line, as llhttp parses line by line).
+- Request heads: a request line of at most ``MAX_LINE_BYTES`` (8 KiB), a header name and
+  a value of at most ``MAX_FIELD_BYTES`` (4 KiB) each, at most ``MAX_HEADERS`` (32)
+  headers; past that, aiohttp's own 400. aiohttp has no limit on a head's total, so one
+  connection may make the loop hold up to about 264 KiB of head, where waitress's 32 KiB
+  bound holds (our heads are a few hundred bytes).
 - Bodies: at most the API's body limit, checked by Content-Length before reading and while
   reading (a chunked body): 413 naming ``body`` (``read_body``).
 - The open-files limit is raised as ``doctor.wsgi.HttpServer`` does; asyncio pauses
@@ -53,8 +55,9 @@ from doctor.wsgi import (
 
 LOG = logging.getLogger(__name__)
 
-MAX_LINE_BYTES = 8190  # aiohttp's default: the request line, and each header
-MAX_HEADERS = 64
+MAX_LINE_BYTES = 8190  # aiohttp's default: the request line
+MAX_FIELD_BYTES = 4096  # a header's name, and its value (a Keystone token is under 255)
+MAX_HEADERS = 32
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
 SHUTDOWN_TIMEOUT_S = 2.0  # for the handlers under way, at stop
@@ -176,7 +179,7 @@ class AioServer:
     async def _listen(self) -> None:
         server = web.Server(self.handler, access_log=None,
                             keepalive_timeout=self.keepalive_timeout_s,
-                            max_line_size=MAX_LINE_BYTES, max_field_size=MAX_LINE_BYTES,
+                            max_line_size=MAX_LINE_BYTES, max_field_size=MAX_FIELD_BYTES,
                             max_headers=MAX_HEADERS, lingering_time=LINGERING_TIME_S,
                             logger=QuietLog(LOG, {"name": self.name}))
         runner = web.ServerRunner(server, handle_signals=False,
