@@ -38,6 +38,9 @@ BENCHMARKS = {
     "vim": ("bench.vim", "VIM monitoring at scale: register rate, CPU per second of "
                          "monitoring, resume after kill -9, with 10,000 VIMs on namespaced "
                          "addresses (needs root)"),
+    "consumer": ("bench.consumer_cost", "the sample consumer's CPU per alarm POST and wall "
+                                        "time of a batch, per HTTP server (aiohttp, "
+                                        "waitress; no root needed)"),
     "slowclients": ("bench.slowclients", "each part's API while 1,000 slow or idle "
                                          "connections are open to it: connections held, "
                                          "latency of normal requests (no root needed but for "

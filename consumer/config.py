@@ -11,6 +11,7 @@ from doctor import keystone as ks
 from doctor.config import ConfigError, option
 
 RECOVERY_ACTIONS = ("none", "recreate")
+HTTP_SERVERS = ("auto", "aiohttp", "waitress")
 URL_RE = re.compile(r"^https?://[^/\s]+")
 
 
@@ -29,6 +30,11 @@ class ConsumerConfig(ks.KeystoneOptions):
                         "with a token of keystone_alarm_project_id (or an admin's), or "
                         "signed with alarm_secret when it is set; /failures only with such "
                         "a token")
+    http_server: str = option(
+        "auto", help="what serves the alarm endpoint: aiohttp (one event loop, about a third "
+                     "of waitress's CPU per alarm), waitress (Flask on waitress, as the other "
+                     "parts), or auto: aiohttp, but waitress with auth_strategy = keystone "
+                     "(keystonemiddleware is WSGI middleware)")
     token: str = cfg.token_option(
         "X-Auth-Token of GET and DELETE /failures; also accepted as ?token=<token> in the "
         "alarm action URL, for Aodh, which cannot sign (never logged)")
@@ -69,6 +75,13 @@ class ConsumerConfig(ks.KeystoneOptions):
             raise ConfigError(f"path: {self.path!r} must start with / and have no spaces")
         if self.path == "/failures":
             raise ConfigError("path: /failures is the list of notifications; choose another")
+        if self.http_server not in HTTP_SERVERS:
+            raise ConfigError(f"http_server: {self.http_server!r} is not one of "
+                              f"{', '.join(HTTP_SERVERS)}")
+        if self.http_server == "aiohttp" and self.auth_strategy == cfg.KEYSTONE:
+            raise ConfigError("http_server: aiohttp cannot check Keystone tokens "
+                              "(keystonemiddleware is WSGI middleware); with auth_strategy = "
+                              "keystone use auto or waitress")
         if self.recovery not in RECOVERY_ACTIONS:
             raise ConfigError(f"recovery: {self.recovery!r} is not one of "
                               f"{', '.join(RECOVERY_ACTIONS)}")
@@ -76,3 +89,10 @@ class ConsumerConfig(ks.KeystoneOptions):
             raise ConfigError(f"controller_url: {self.controller_url!r} is not an http(s) URL")
         if self.recovery == "recreate" and not self.controller_url:
             raise ConfigError("controller_url: required when recovery = recreate")
+
+    @property
+    def server(self) -> str:
+        """The HTTP server that serves the endpoint: aiohttp or waitress (``http_server``)."""
+        if self.http_server == "auto":
+            return "waitress" if self.auth_strategy == cfg.KEYSTONE else "aiohttp"
+        return self.http_server

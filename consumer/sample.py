@@ -32,7 +32,8 @@ import itertools
 import logging
 import threading
 from collections import OrderedDict, deque
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from flask import Flask, Response, jsonify, request
 
@@ -46,10 +47,9 @@ from doctor.api import (
     TOKEN_HEADER,
     ApiError,
     json_app,
-    json_body,
+    json_of,
     limit_body,
     token_matches,
-    unauthorized,
 )
 from doctor.config import KEYSTONE
 from doctor.events import (
@@ -66,6 +66,9 @@ from doctor.policy import KeystoneGuard
 from doctor.profiler import Profiler
 from doctor.signing import SIGNATURE_HEADER, verify
 from doctor.wsgi import HttpServer
+
+if TYPE_CHECKING:
+    from doctor.aio import AioServer
 
 LOG = logging.getLogger(__name__)
 MAX_KEPT = 10_000  # notifications kept for GET /failures; the oldest go first
@@ -272,7 +275,7 @@ class SampleConsumer(Consumer):
         self._lock = threading.Lock()
         self._by_request: OrderedDict[str, Notification] = OrderedDict()  # recent request ids
         self.duplicates = 0  # re-sent alarms dropped
-        self._server: HttpServer | None = None
+        self._server: HttpServer | AioServer | None = None
         self.recovery: Recovery | None = None
         if config.recovery == "recreate":
             controller = controller or ControllerClient(config.controller_url, outgoing_token(
@@ -287,8 +290,17 @@ class SampleConsumer(Consumer):
         return self._server.url + self.config.path
 
     def start(self) -> None:
-        self._server = HttpServer(create_app(self), self.config.host, self.config.port,
-                              name="consumer").start()
+        server: HttpServer | AioServer
+        if self.config.server == "aiohttp":
+            from consumer.aio import create_aio_app
+            from doctor.aio import AioServer
+
+            server = AioServer(create_aio_app(self), self.config.host, self.config.port,
+                               name="consumer")
+        else:
+            server = HttpServer(create_app(self), self.config.host, self.config.port,
+                                name="consumer")
+        self._server = server.start()
         if self.recovery is not None:
             self.recovery.start()
 
@@ -352,33 +364,81 @@ class SampleConsumer(Consumer):
             self._received.clear()
 
 
-def alarm_is_authentic(config: ConsumerConfig) -> bool:
-    """Whether the request being served may deliver an alarm (see the module's docstring)."""
-    if verify(config.alarm_secret, request.get_data(cache=True),
-              request.headers.get(SIGNATURE_HEADER, "")):
-        return True
-    return (token_matches(request.args.get("token", ""), config.token)
-            or token_matches(request.headers.get(TOKEN_HEADER, ""), config.token))
+class Intake:
+    """The consumer's routes and their checks, whatever HTTP server serves them: Flask's
+    ``create_app`` (waitress, and keystonemiddleware with ``auth_strategy = keystone``) and
+    aiohttp's ``consumer.aio.create_aio_app`` call these, so both answer alike. Each takes
+    what it needs of the request as plain values and returns the answer's JSON document or
+    raises ApiError (the status, and the field it names)."""
+
+    def __init__(self, consumer: SampleConsumer) -> None:
+        self.consumer = consumer
+        self.config = consumer.config
+
+    def signed(self, body: bytes, signature: str) -> bool:
+        return verify(self.config.alarm_secret, body, signature)
+
+    def alarm_is_authentic(self, body: bytes, signature: str, query_token: str,
+                           header_token: str) -> bool:
+        """Whether an alarm may be taken (token mode; see the module's docstring)."""
+        if self.signed(body, signature):
+            return True
+        return (token_matches(query_token, self.config.token)
+                or token_matches(header_token, self.config.token))
+
+    def authenticate(self, path: str, body: Callable[[], bytes], signature: str,
+                     query_token: str, header_token: str) -> None:
+        """``auth_strategy = token``, before any route: an ApiError 401 unless the request
+        may be served. ``body`` reads the request's body (only an alarm's is read); the
+        others are its X-Doctor-Signature, ?token= and X-Auth-Token ('' when absent)."""
+        if path == self.config.path:
+            if self.alarm_is_authentic(body(), signature, query_token, header_token):
+                return
+            LOG.warning("refused an alarm without a valid %s or token", SIGNATURE_HEADER)
+            raise ApiError(401, f"missing or wrong {SIGNATURE_HEADER}", SIGNATURE_HEADER)
+        if not token_matches(header_token, self.config.token):
+            raise ApiError(401, f"missing or wrong {TOKEN_HEADER}", TOKEN_HEADER)
+
+    def failure(self, received_at: float, body: bytes, request_id: str) -> dict[str, Any]:
+        """POST <path>: the alarm, kept (``received_at``: when it came, taken first)."""
+        try:
+            notification = self.consumer.receive(json_of(body), received_at, request_id)
+        except EventError as exc:
+            raise ApiError(400, str(exc), exc.field) from None
+        return notification.to_dict()
+
+    def list_failures(self, since_text: str | None) -> list[dict[str, Any]]:
+        """GET /failures[?since=<epoch>]."""
+        since = None
+        if since_text is not None:
+            try:
+                since = float(since_text)
+            except ValueError:
+                raise ApiError(400, f"since: {since_text!r} is not epoch seconds",
+                               "since") from None
+        return [n.to_dict() for n in self.consumer.notifications(since)]
+
+    def clear_failures(self) -> None:
+        """DELETE /failures."""
+        self.consumer.clear()
 
 
 def create_app(consumer: SampleConsumer) -> Flask:
-    """The Consumer's HTTP API (see the module's docstring)."""
+    """The Consumer's HTTP API as a Flask app (see the module's docstring): what waitress
+    serves, and keystonemiddleware wraps with ``auth_strategy = keystone``."""
     config = consumer.config
+    intake = Intake(consumer)
 
-    def authenticate() -> tuple[Response, int] | None:
-        if request.path == config.path:
-            if alarm_is_authentic(config):
-                return None
-            LOG.warning("refused an alarm without a valid %s or token", SIGNATURE_HEADER)
-            return unauthorized(SIGNATURE_HEADER)
-        if token_matches(request.headers.get(TOKEN_HEADER, ""), config.token):
-            return None
-        return unauthorized()
+    def authenticate() -> None:
+        headers = request.headers
+        intake.authenticate(request.path, lambda: request.get_data(cache=True),
+                            headers.get(SIGNATURE_HEADER, ""), request.args.get("token", ""),
+                            headers.get(TOKEN_HEADER, ""))
 
     def signed() -> bool:
         """keystone: an alarm without a token the policy allows, taken if signed."""
-        if verify(config.alarm_secret, request.get_data(cache=True),
-                  request.headers.get(SIGNATURE_HEADER, "")):
+        if intake.signed(request.get_data(cache=True),
+                         request.headers.get(SIGNATURE_HEADER, "")):
             return True
         LOG.warning("refused an alarm without a valid %s or a Keystone token the policy "
                     "allows", SIGNATURE_HEADER)
@@ -399,28 +459,16 @@ def create_app(consumer: SampleConsumer) -> Flask:
     @app.post(consumer.config.path, endpoint="failure")
     def failure() -> Response:
         received_at = clock.now()  # first thing: this is the notification time
-        try:
-            notification = consumer.receive(json_body(), received_at,
-                                            request.headers.get(REQUEST_ID_HEADER, ""))
-        except EventError as exc:
-            raise ApiError(400, str(exc), exc.field) from None
-        return jsonify(notification.to_dict())
+        return jsonify(intake.failure(received_at, request.get_data(cache=True),
+                                      request.headers.get(REQUEST_ID_HEADER, "")))
 
     @app.get("/failures")
     def list_failures() -> Response:
-        since_text = request.args.get("since")
-        since = None
-        if since_text is not None:
-            try:
-                since = float(since_text)
-            except ValueError:
-                raise ApiError(400, f"since: {since_text!r} is not epoch seconds",
-                               "since") from None
-        return jsonify([n.to_dict() for n in consumer.notifications(since)])
+        return jsonify(intake.list_failures(request.args.get("since")))
 
     @app.delete("/failures")
     def clear_failures() -> tuple[str, int]:
-        consumer.clear()
+        intake.clear_failures()
         return "", 204
 
     return app

@@ -70,12 +70,7 @@ def json_app(name: str, token: str = "", auth_strategy: str = "token",
 
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError) -> tuple[Response, int]:
-        body: dict[str, Any] = {"error": error.message}
-        if error.field is not None:  # "" too: a body's key may be empty
-            body["field"] = error.field
-        if getattr(error, "rule", None):  # a policy's 403 names its rule
-            body["rule"] = error.rule  # type: ignore[attr-defined]
-        return jsonify(body), error.status
+        return jsonify(error_document(error)), error.status
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> tuple[Response, int]:
@@ -107,14 +102,29 @@ def json_app(name: str, token: str = "", auth_strategy: str = "token",
     return app
 
 
+def error_document(error: ApiError) -> dict[str, Any]:
+    """The JSON body of an ApiError's answer: ``error``, and ``field`` and ``rule`` when it
+    names them."""
+    body: dict[str, Any] = {"error": error.message}
+    if error.field is not None:  # "" too: a body's key may be empty
+        body["field"] = error.field
+    if getattr(error, "rule", None):  # a policy's 403 names its rule
+        body["rule"] = error.rule  # type: ignore[attr-defined]
+    return body
+
+
 def limit_body(app: Flask, max_bytes: int) -> None:
     """Answer requests whose body is larger than ``max_bytes`` with 413 naming ``body``."""
     app.config["MAX_CONTENT_LENGTH"] = max_bytes
 
 
-def _body_too_large() -> ApiError:
-    limit = request.max_content_length
+def body_too_large(limit: int | None) -> ApiError:
+    """The 413 of a body past ``limit`` bytes, naming ``body``."""
     return ApiError(413, f"body: larger than the limit of {limit} bytes", "body")
+
+
+def _body_too_large() -> ApiError:
+    return body_too_large(request.max_content_length)
 
 
 def _no_constant(name: str) -> Any:
@@ -129,6 +139,11 @@ def json_body() -> Any:
         data = request.get_data(cache=True)
     except RequestEntityTooLarge:
         raise _body_too_large() from None
+    return json_of(data)
+
+
+def json_of(data: bytes) -> Any:
+    """``json_body``'s checks of a body already read (within its limit)."""
     if not data:
         raise ApiError(400, "request body is empty; expected JSON", "body")
     try:
