@@ -16,6 +16,7 @@ Senders:
               blocking ``doctor.http.HttpClient`` POST at a time (kept-alive per thread).
 ``aiohttp``   aiohttp's client on one event loop, a pool of kept-alive connections, at most
               ``--per-target`` POSTs in flight (if aiohttp is installed).
+``asynchttp`` ``doctor.asynchttp.AsyncHttpClient`` on one event loop, the same bound.
 ``streams``   a bare asyncio-streams HTTP/1.1 sender on one event loop, the same bound:
               the floor of what asyncio can do here (happy path only, no error handling).
 """
@@ -39,7 +40,7 @@ from doctor.tables import table
 
 PROG = "python -m bench.action_cost"
 SECRET = "bench-secret"
-SENDERS = ("dispatcher", "threads", "aiohttp", "streams")
+SENDERS = ("dispatcher", "threads", "aiohttp", "asynchttp", "streams")
 
 
 # -- the receiver: its own process, as cheap as can be --------------------------------------
@@ -211,6 +212,33 @@ class StreamsSender:
         return asyncio.run(main())
 
 
+class AsyncHttpSender:
+    def __init__(self, per_target: int) -> None:
+        self.per_target = per_target
+
+    def run(self, url: str, bodies: list[bytes]) -> Any:
+        from doctor.asynchttp import AsyncHttpClient
+
+        async def main() -> Any:
+            client = AsyncHttpClient(5, headers={"Content-Type": "application/json"})
+            bound = asyncio.Semaphore(self.per_target)
+
+            async def post(body: bytes) -> None:
+                async with bound:
+                    headers = {"X-OpenStack-Request-Id": f"req-{uuid.uuid4()}",
+                               SIGNATURE_HEADER: sign(SECRET, body)}
+                    assert (await client.post(url, body, headers)).status == 200
+
+            await asyncio.gather(*(post(b) for b in bodies[:self.per_target * 2]))
+            cpu, wall = time.process_time(), time.perf_counter()
+            await asyncio.gather(*(post(b) for b in bodies))
+            took = time.process_time() - cpu, time.perf_counter() - wall
+            await client.close()
+            return took
+
+        return asyncio.run(main())
+
+
 def sender(name: str, per_target: int) -> Any:
     workers = max(1, per_target * 4 // 3)
     if name == "threads":
@@ -219,6 +247,8 @@ def sender(name: str, per_target: int) -> Any:
         return DispatcherSender(workers)
     if name == "aiohttp":
         return AiohttpSender(per_target)
+    if name == "asynchttp":
+        return AsyncHttpSender(per_target)
     return StreamsSender(per_target)
 
 
