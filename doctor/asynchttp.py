@@ -173,7 +173,7 @@ class AsyncHttpClient:
                 if reused and not getattr(exc, "partial", b""):
                     raise _Stale() from None
                 raise
-            answer, keep = await self._answer(conn.reader, head)
+            answer, keep = await self._answer(conn.reader, head, request.startswith(b"HEAD "))
             return answer
         finally:
             if keep:
@@ -181,10 +181,11 @@ class AsyncHttpClient:
             else:
                 conn.close()
 
-    async def _answer(self, reader: asyncio.StreamReader, head: bytes
+    async def _answer(self, reader: asyncio.StreamReader, head: bytes, bodiless: bool = False
                       ) -> tuple[HttpResponse, bool]:
         """The answer whose head (status line and headers) is ``head``, and whether the
-        connection may be reused."""
+        connection may be reused. ``bodiless``: the answer to a HEAD, whose length headers
+        tell of a body not sent."""
         while True:
             line, _, block = head[:-4].partition(b"\r\n")
             version, status = _status(line)
@@ -195,7 +196,7 @@ class AsyncHttpClient:
         connection = headers.get("connection", "").lower()
         keep = "close" not in connection if version == "HTTP/1.1" \
             else "keep-alive" in connection
-        if status in _NO_BODY:
+        if bodiless or status in _NO_BODY:
             return HttpResponse(status, headers, b""), keep
         if "chunked" in headers.get("transfer-encoding", "").lower():
             body, complete = await self._chunked(reader)

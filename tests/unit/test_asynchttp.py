@@ -123,3 +123,11 @@ def test_tls_is_verified_unless_told_not_to(tls_server):
     small, big = run(AsyncHttpClient(2, verify=False, limit=1000), ("GET", tls_server + "/"),
                      ("GET", tls_server + "/big"))
     assert small.body == b"small" and big.body == b"x" * 1000
+
+
+def test_the_answer_to_a_head_has_no_body_whatever_its_length_says(scripted):
+    server = scripted(lambda conn, req, head: b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"
+                      if head.startswith(b"HEAD ") else OK)
+    head, post = run(AsyncHttpClient(2), ("HEAD", server.url + "/"), ("POST", server.url + "/"))
+    assert (head.status, head.body, post.body) == (200, b"", b"ok")
+    assert server.connections == 1
