@@ -75,12 +75,14 @@ class Scripted:
         self.connections = 0
         self.requests: list[bytes] = []
         self.release = threading.Event()  # for answers that wait
+        self.lock = threading.Lock()
         server = self
 
         class Handler(socketserver.StreamRequestHandler):
             def handle(self):
-                server.connections += 1
-                number = server.connections
+                with server.lock:
+                    server.connections += 1
+                    number = server.connections
                 served = 0
                 while True:
                     head = b""
@@ -94,7 +96,8 @@ class Scripted:
                         if line.lower().startswith(b"content-length:"):
                             length = int(line.split(b":", 1)[1])
                     self.rfile.read(length)
-                    server.requests.append(head)
+                    with server.lock:
+                        server.requests.append(head)
                     served += 1
                     reply = answer(number, served, head)
                     if reply is None:
