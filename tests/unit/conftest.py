@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import socketserver
 import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -62,3 +63,74 @@ def tls_server(tmp_path):
     yield f"https://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
     httpd.server_close()
+
+
+class Scripted:
+    """A TCP server on 127.0.0.1 that reads HTTP requests and answers each with what
+    ``answer(connection_no, request_no, head)`` returns: bytes to write, (bytes, "close")
+    to write and close, or None to close the connection without answering. Counts
+    connections and requests."""
+
+    def __init__(self, answer) -> None:
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.release = threading.Event()  # for answers that wait
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                with server.lock:
+                    server.connections += 1
+                    number = server.connections
+                served = 0
+                while True:
+                    head = b""
+                    while not head.endswith(b"\r\n\r\n"):
+                        line = self.rfile.readline()
+                        if not line:
+                            return
+                        head += line
+                    length = 0
+                    for line in head.split(b"\r\n"):
+                        if line.lower().startswith(b"content-length:"):
+                            length = int(line.split(b":", 1)[1])
+                    self.rfile.read(length)
+                    with server.lock:
+                        server.requests.append(head)
+                    served += 1
+                    reply = answer(number, served, head)
+                    if reply is None:
+                        return
+                    self.wfile.write(reply[0] if isinstance(reply, tuple) else reply)
+                    self.wfile.flush()
+                    if isinstance(reply, tuple):
+                        return
+
+        socketserver.ThreadingTCPServer.allow_reuse_address = True
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+@pytest.fixture
+def scripted():
+    """Makes Scripted servers (their answer function the argument); stops them after."""
+    servers = []
+
+    def make(answer):
+        servers.append(Scripted(answer))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.stop()
