@@ -56,11 +56,6 @@ class InspectorConfig(ks.KeystoneOptions):
                               "(rabbit://user:password@host:5672/vhost)")
     aodh_topic: str = option("alarm.all", help="notifier=aodh: the topic Aodh's listener "
                                                "consumes (priority sample)")
-    aodh_events_per_message: int = option(
-        0, min=0, max=10_000,
-        help="notifier=aodh: events per notification on the bus, so that Aodh's listener "
-             "processes share a failure's events (each takes one message at a time); 0: "
-             "all of a failure's events in one message")
     notifier_url: str = option("http://127.0.0.1:8042", help="the notifier's base URL")
     notifier_token: str = cfg.token_option("token for the notifier's event intake: its "
                                            "[notifier] token")

@@ -16,12 +16,10 @@ LOG = logging.getLogger(__name__)
 
 
 class AodhPublisher(EventPublisher):
-    """Sends event lists as ``sample`` notifications on ``topic``: one per
-    ``events_per_message`` events (0: one for the whole list)."""
+    """Sends event lists as one ``sample`` notification on ``topic``."""
 
     def __init__(self, transport_url: str, topic: str = "alarm.all",
-                 publisher_id: str = "doctor.inspector", events_per_message: int = 0) -> None:
-        self.events_per_message = events_per_message
+                 publisher_id: str = "doctor.inspector") -> None:
         import oslo_messaging
         from oslo_config import cfg
 
@@ -35,10 +33,8 @@ class AodhPublisher(EventPublisher):
     def publish(self, events: list[dict[str, Any]]) -> None:
         if not events:
             return
-        size = self.events_per_message or len(events)
         try:
-            for start in range(0, len(events), size):
-                self.notifier.sample({}, "event", events[start:start + size])
+            self.notifier.sample({}, "event", events)
         except Exception as exc:  # oslo.messaging's errors depend on the driver
             raise PublishError(f"{len(events)} events not published to Aodh: "
                                f"{type(exc).__name__}: {exc}") from None

@@ -22,7 +22,6 @@ class PublisherOptions(Protocol):
     keystone_cloud: str
     aodh_transport_url: str
     aodh_topic: str
-    aodh_events_per_message: int
 
 
 def http(options: PublisherOptions) -> EventPublisher:
@@ -39,5 +38,4 @@ def aodh(options: PublisherOptions) -> EventPublisher:
     """Straight to Aodh's listener over oslo.messaging (``aodh_transport_url``)."""
     from notifier.aodh import AodhPublisher
 
-    return AodhPublisher(options.aodh_transport_url, options.aodh_topic,
-                         events_per_message=options.aodh_events_per_message)
+    return AodhPublisher(options.aodh_transport_url, options.aodh_topic)
