@@ -95,6 +95,14 @@ def consumer():
     httpd.shutdown()
 
 
+def assert_failed_over(nova, servers) -> None:
+    """compute1 forced down in Nova, and every one of ``servers`` in error."""
+    assert all(getattr(nova.servers.get(vm), "OS-EXT-STS:vm_state") == "error"
+               for vm in servers)
+    [compute] = nova.services.list(host="compute1", binary="nova-compute")
+    assert compute.forced_down
+
+
 def inspector_config(tmp_path, **settings) -> InspectorConfig:
     """The inspector's config on the bed: Nova as the operator, Aodh on the bus."""
     return build(InspectorConfig, "inspector", {
@@ -131,10 +139,7 @@ def test_host_down_forces_nova_compute_down_errors_every_server_and_fires_aodh(
         wait_until(lambda: service.log.get(event.monitor_event_id).status == "done", 60,
                    "the inspector to finish")
         assert all(nova.servers.get(vm).host_status == "DOWN" for vm in servers)
-        assert all(getattr(nova.servers.get(vm), "OS-EXT-STS:vm_state") == "error"
-                   for vm in servers)
-        [compute] = nova.services.list(host="compute1", binary="nova-compute")
-        assert compute.forced_down
+        assert_failed_over(nova, servers)
     finally:
         service.stop()
         for alarm in alarms:
@@ -255,10 +260,7 @@ def test_the_nova_driver_works_across_the_expiry_of_its_first_token(tmp_path, no
         service.submit([event])
         wait_until(lambda: service.log.get(event.monitor_event_id).status == "done", 60,
                    "the inspector to finish")
-        assert all(getattr(nova.servers.get(vm), "OS-EXT-STS:vm_state") == "error"
-                   for vm in servers)
-        [compute] = nova.services.list(host="compute1", binary="nova-compute")
-        assert compute.forced_down
+        assert_failed_over(nova, servers)
     finally:
         service.stop()
 
