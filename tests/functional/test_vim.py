@@ -323,7 +323,7 @@ def test_two_servers_share_the_vims_and_one_killed_has_its_vims_taken_over(
     capture = ProbeCapture(network.bridge).start()
     try:
         for vim in vims:
-            first.wait_status(vim["id"], "REACHABLE", 5.0)
+            first.wait_status(vim["id"], "REACHABLE", 15.0)  # PostgreSQL, 12 VIMs: a busy CI host
         addresses = {h.address for h in hosts}
         owners = wait_steady(capture, addresses, 2)
         assert len(set().union(*owners.values())) == 2  # both servers have a share
