@@ -61,8 +61,8 @@ from doctor import clock
 from doctor.events import INSTANCE_UPDATE, instance_update, traits
 from doctor.logs import escape
 from doctor.outbox import Outbox, OutboxClosed
-from doctor.retry import Backoff, RetryError, retry
-from notifier.base import EventPublisher, PublishError
+from doctor.retry import RetryError
+from notifier.base import EventPublisher, PublishError, publish_until_taken
 
 LOG = logging.getLogger(__name__)
 
@@ -147,8 +147,6 @@ def _instance_event(event_type: str, server: Server, state: str | None = None) -
 Staged = tuple[int, dict[str, Any]]  # a notification's row id and its event
 
 
-class _Refused(Exception):
-    """A publisher's receiver refused the events (a 4xx): sending them again won't help."""
 
 
 def _instance_ids(events: Iterable[dict[str, Any]]) -> str:
@@ -194,19 +192,10 @@ class Inventory(Controller):
                               "retrying", len(events), type(publisher).__name__,
                               _instance_ids(events), escape(exc, 500))
 
-            def attempt() -> None:
-                try:
-                    publisher.publish(events)
-                except PublishError as exc:
-                    if exc.final:
-                        raise _Refused(str(exc)) from None
-                    raise
-
             try:
-                retry(attempt, backoff=Backoff(0.05, 5.0), transient=(PublishError, OSError),
-                      deadline=clock.monotonic() + self.retry_for_s, stop=self._closing,
-                      on_failure=failed)
-            except _Refused as exc:
+                publish_until_taken(publisher, events, retry_for_s=self.retry_for_s,
+                                    stop=self._closing, on_failure=failed)
+            except PublishError as exc:  # final: refused
                 LOG.error("%s refused %d events (instances %s): %s; not sent again",
                           type(publisher).__name__, len(events), _instance_ids(events),
                           escape(exc, 500))

@@ -9,6 +9,8 @@ is a publisher itself.
 from __future__ import annotations
 
 import abc
+import threading
+from collections.abc import Callable
 from typing import Any
 
 
@@ -30,3 +32,34 @@ class PublishError(RuntimeError):
     def __init__(self, message: str, final: bool = False) -> None:
         super().__init__(message)
         self.final = final
+
+
+class _Refused(Exception):
+    def __init__(self, error: PublishError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def publish_until_taken(publisher: EventPublisher, events: list[dict[str, Any]], *,
+                        retry_for_s: float, stop: threading.Event,
+                        on_failure: Callable[[BaseException, int, float | None], object]
+                        ) -> None:
+    """``publisher.publish(events)``, again with backoff (0.05 s doubling to 5 s) while it
+    fails, for ``retry_for_s`` or until ``stop``: then ``doctor.retry.RetryError``. A final
+    refusal (``PublishError.final``, a 4xx) is raised at once, as that PublishError."""
+    from doctor import clock
+    from doctor.retry import Backoff, retry
+
+    def attempt() -> None:
+        try:
+            publisher.publish(events)
+        except PublishError as exc:
+            if exc.final:
+                raise _Refused(exc) from None
+            raise
+
+    try:
+        retry(attempt, backoff=Backoff(0.05, 5.0), transient=(PublishError, OSError),
+              deadline=clock.monotonic() + retry_for_s, stop=stop, on_failure=on_failure)
+    except _Refused as refused:
+        raise refused.error from None

@@ -40,10 +40,10 @@ from doctor.events import vim_status_update
 from doctor.http import HttpClient, HttpError
 from doctor.logs import escape
 from doctor.outbox import Outbox, OutboxClosed
-from doctor.retry import Backoff, RetryError, retry
+from doctor.retry import RetryError
 from monitor.config import MonitorConfig, Target
 from monitor.detector import HostState
-from notifier.base import EventPublisher, PublishError
+from notifier.base import EventPublisher, PublishError, publish_until_taken
 from vim.base import VimMonitoring
 from vim.config import VimConfig
 from vim.store import (
@@ -60,10 +60,6 @@ LOG = logging.getLogger(__name__)
 REPORT_BATCH = 500  # status reports per transaction
 EVENT_BATCH = 1000  # status events per publish call
 EVENT_RETRY_FOR_S = 600.0  # a batch the notifier does not take is retried this long
-
-
-class _Refused(Exception):
-    """The notifier refused the events (a 4xx): sending them again would not help."""
 HTTP_READ_LIMIT = 65536
 # A scheduler as the manager needs it: ProbeScheduler, or a fake in the unit tests.
 SchedulerFactory = Callable[[MonitorConfig, Callable[..., None]], Any]
@@ -179,15 +175,6 @@ class VimEventSender:
 
     def _publish(self, batch: list[dict[str, Any]]) -> None:
         assert self.publisher is not None
-        publisher = self.publisher
-
-        def attempt() -> None:
-            try:
-                publisher.publish(batch)
-            except PublishError as exc:
-                if exc.final:
-                    raise _Refused(str(exc)) from None
-                raise
 
         def failed(exc: BaseException, attempts: int, delay: float | None) -> None:
             if delay is not None and (attempts == 1 or attempts % 10 == 0):
@@ -195,11 +182,10 @@ class VimEventSender:
                             len(batch), escape(exc, 500))
 
         try:
-            retry(attempt, backoff=Backoff(0.05, 5.0), transient=(PublishError,),
-                  deadline=clock.monotonic() + self.retry_for_s, stop=self._stopping,
-                  on_failure=failed)
+            publish_until_taken(self.publisher, batch, retry_for_s=self.retry_for_s,
+                                stop=self._stopping, on_failure=failed)
             self.stats.events_published += len(batch)
-        except (_Refused, RetryError) as exc:
+        except (PublishError, RetryError) as exc:
             self._lost(len(batch), str(getattr(exc, "last", exc)))
 
     def _lost(self, count: int, why: str) -> None:

@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from doctor.events import HOST_DOWN, HostEvent, instance_update
+from doctor.signals import terminate_all
 from testkit.eventsink import free_port
 from testkit.keystone_server import Credentials, KeystoneAdmin
 from tests.waiting import wait_answering
@@ -87,12 +88,7 @@ def start_part(cloud: Cloud, workdir: Path, section: str, argv: list[str],
 
 
 def stop(part: Part, cloud: Cloud) -> None:
-    part.process.terminate()
-    try:
-        part.process.wait(10)
-    except subprocess.TimeoutExpired:
-        part.process.kill()
-        part.process.wait()
+    terminate_all([part.process])
     text = part.log.read_text()
     assert cloud.service.password not in text  # the service user's password is never logged
 

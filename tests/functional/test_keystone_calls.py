@@ -32,6 +32,7 @@ import pytest
 import requests
 
 from doctor.events import HOST_DOWN, HostEvent, instance_update
+from doctor.signals import terminate_all
 from doctor.signing import SIGNATURE_HEADER, sign
 from monitor.sender import Delivery, InspectorSender
 from testkit.eventsink import free_port
@@ -136,12 +137,7 @@ def start(users: Users, workdir: Path, section: str, argv: list[str], extra: str
 
 
 def stop(part: Part, users: Users, tokens: list[str]) -> None:
-    part.process.terminate()
-    try:
-        part.process.wait(10)
-    except subprocess.TimeoutExpired:
-        part.process.kill()
-        part.process.wait()
+    terminate_all([part.process])
     text = part.log.read_text()
     for secret in (*users.secrets, *tokens):  # no password nor token in any log
         assert secret not in text, part.name
